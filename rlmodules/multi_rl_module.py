@@ -1,0 +1,154 @@
+"""MultiRLModule: a dict of RLModules keyed by module ID, itself an RLModule."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import gymnasium as gym
+from torch import nn
+
+from rlmodules.columns import DEFAULT_MODULE_ID
+from rlmodules.rl_module import RLModule, RLModuleSpec
+from rlmodules.torch_rl_module import TorchRLModule
+
+
+class MultiRLModule(TorchRLModule):
+    """Holds one sub-module per module ID; forward passes take and return ``{module_id: ...}``.
+
+    By default each sub-module runs its own forward pass on its own batch. Subclasses that
+    share networks between sub-modules override ``setup()`` (calling ``super().setup()``)
+    and ``_forward`` or the phase-specific ``_forward_*`` methods.
+    """
+
+    def __init__(self, config: Any = None, *,
+                 observation_space: gym.Space | None = None,
+                 action_space: gym.Space | None = None,
+                 inference_only: bool = False,
+                 model_config: Mapping[str, Any] | None = None,
+                 rl_module_specs: Mapping[str, RLModuleSpec] | None = None,
+                 **kwargs: Any) -> None:
+        self.rl_module_specs = dict(rl_module_specs or {})
+        super().__init__(config, observation_space=observation_space, action_space=action_space,
+                         inference_only=inference_only, model_config=model_config, **kwargs)
+
+    def setup(self) -> None:
+        self._rl_modules = nn.ModuleDict()
+        for module_id, spec in self.rl_module_specs.items():
+            if self.inference_only:
+                spec = spec.as_inference_only()
+            self._rl_modules[module_id] = spec.build()
+
+    # ---- dict-like access -------------------------------------------------------------------
+
+    def __getitem__(self, module_id: str) -> RLModule:
+        if module_id not in self._rl_modules:
+            raise KeyError(f"Module ID '{module_id}' not in {type(self).__name__}; it holds "
+                           f"{list(self.keys())}.")
+        return self._rl_modules[module_id]
+
+    def __contains__(self, module_id: object) -> bool:
+        return module_id in self._rl_modules
+
+    def __len__(self) -> int:
+        return len(self._rl_modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rl_modules)
+
+    def keys(self):
+        return self._rl_modules.keys()
+
+    def values(self):
+        return self._rl_modules.values()
+
+    def items(self):
+        return self._rl_modules.items()
+
+    def add_module(self, module_id: str, module: RLModule, *, override: bool = False) -> None:
+        """Add a sub-module; replacing an existing ID needs ``override=True``."""
+        if module_id in self._rl_modules and not override:
+            raise ValueError(f"Module ID '{module_id}' already exists in {type(self).__name__}; "
+                             "pass override=True to replace it.")
+        if not isinstance(module, RLModule):
+            raise TypeError(f"add_module('{module_id}', ...) needs an RLModule, got "
+                            f"{type(module).__name__}.")
+        self._rl_modules[module_id] = module
+
+    def remove_module(self, module_id: str, *, raise_err_if_not_found: bool = True) -> None:
+        if module_id in self._rl_modules:
+            del self._rl_modules[module_id]
+        elif raise_err_if_not_found:
+            raise KeyError(f"Module ID '{module_id}' not in {type(self).__name__}; it holds "
+                           f"{list(self.keys())}.")
+
+    # ---- forward passes ---------------------------------------------------------------------
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._per_module("forward_exploration", batch, **kwargs)
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._per_module("forward_inference", batch, **kwargs)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._per_module("forward_train", batch, **kwargs)
+
+    def _per_module(self, method: str, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        if type(self)._forward is not RLModule._forward:  # A subclass' own _forward wins.
+            return self._forward(batch, **kwargs)
+        for module_id in batch:
+            self[module_id]  # Raises a KeyError that names the IDs this module holds.
+        return {mid: getattr(self._rl_modules[mid], method)(b, **kwargs)
+                for mid, b in batch.items()}
+
+    def _check_action_outputs(self, out: Any, method: str) -> None:
+        for module_id, module_out in out.items():
+            self[module_id]._check_action_outputs(module_out, method)
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def get_state(self, inference_only: bool = False,
+                  module_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        ids = list(self.keys()) if module_ids is None else module_ids
+        return {mid: self[mid].get_state(inference_only=inference_only) for mid in ids}
+
+    def set_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Load ``{module_id: module_state}``; module IDs left out keep their weights."""
+        for module_id, module_state in state.items():
+            self[module_id].set_state(module_state)
+
+    def as_multi_agent(self) -> "MultiRLModule":
+        return self
+
+
+@dataclass
+class MultiRLModuleSpec:
+    """How to build a MultiRLModule: its class and one spec per module ID.
+
+    ``rl_module_specs`` may be a single RLModuleSpec, used for every module ID (the
+    algorithm expands it to its policies; built alone it becomes DEFAULT_MODULE_ID).
+    """
+
+    multi_rl_module_class: type[MultiRLModule] = MultiRLModule
+    observation_space: gym.Space | None = None
+    action_space: gym.Space | None = None
+    inference_only: bool = False
+    model_config: Mapping[str, Any] | None = None
+    rl_module_specs: RLModuleSpec | dict[str, RLModuleSpec] | None = None
+
+    def module_specs(self, module_ids: list[str] | None = None) -> dict[str, RLModuleSpec]:
+        """One spec per module ID, expanding a single shared spec to ``module_ids``."""
+        specs = self.rl_module_specs
+        if isinstance(specs, RLModuleSpec):
+            return {mid: dataclasses.replace(specs) for mid in (module_ids or [DEFAULT_MODULE_ID])}
+        return dict(specs or {})
+
+    def build(self) -> MultiRLModule:
+        return self.multi_rl_module_class(
+            observation_space=self.observation_space, action_space=self.action_space,
+            inference_only=self.inference_only, model_config=self.model_config,
+            rl_module_specs=self.module_specs())
+
+    def as_inference_only(self) -> "MultiRLModuleSpec":
+        return dataclasses.replace(self, inference_only=True)

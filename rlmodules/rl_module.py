@@ -1,0 +1,285 @@
+"""RLModule: the neural-network container with three forward passes, and its spec."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+import gymnasium as gym
+import torch
+
+from rlmodules.columns import DEFAULT_MODULE_ID, Columns
+from rlmodules.default_model_config import DefaultModelConfig
+from rlmodules.distributions import TorchDistribution, default_dist_cls
+
+if TYPE_CHECKING:
+    from rlmodules.multi_rl_module import MultiRLModule
+
+# Keys a forward pass used for acting must return (``action_dist`` is the alpha API's name).
+_ACTION_KEYS = (Columns.ACTIONS, Columns.ACTION_DIST_INPUTS, "action_dist")
+
+
+class RLModule:
+    """Base class of all modules: holds spaces and config, routes the three forward passes.
+
+    Subclasses implement ``setup()`` and ``_forward_exploration``, ``_forward_inference``,
+    ``_forward_train`` (or just ``_forward``, which each of them falls back to).
+    """
+
+    framework: str | None = None
+
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        observation_space: gym.Space | None = None,
+        action_space: gym.Space | None = None,
+        inference_only: bool = False,
+        model_config: Mapping[str, Any] | DefaultModelConfig | None = None,
+        catalog_class: type | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if config is not None:  # Alpha API: a single RLModuleConfig positional argument.
+            observation_space = config.observation_space
+            action_space = config.action_space
+            inference_only = getattr(config, "inference_only", inference_only)
+            model_config = config.model_config_dict
+            catalog_class = config.catalog_class
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(kwargs)}; "
+                "an RLModule takes observation_space, action_space, inference_only, "
+                "model_config and catalog_class.")
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.inference_only = bool(inference_only)
+        if isinstance(model_config, DefaultModelConfig):
+            model_config = dataclasses.asdict(model_config)
+        self.model_config: dict[str, Any] = dict(model_config or {})
+        self.catalog_class = catalog_class
+        self.setup()
+
+    @property
+    def config(self):
+        """The alpha API's view of the constructor arguments."""
+        from rlmodules.compat import RLModuleConfig
+
+        return RLModuleConfig(
+            observation_space=self.observation_space, action_space=self.action_space,
+            model_config_dict=self.model_config, catalog_class=self.catalog_class,
+            inference_only=self.inference_only)
+
+    def setup(self) -> None:
+        """Build the sub-networks here; the spaces and ``model_config`` are already set."""
+
+    # ---- forward passes -------------------------------------------------------------------
+
+    def forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Actions (or their distribution inputs) for collecting training data."""
+        self._check_input_specs("exploration", batch)
+        with torch.no_grad():
+            out = self._forward_exploration(self._to_tensors(batch), **kwargs)
+        self._check_action_outputs(out, "forward_exploration")
+        self._check_output_specs("exploration", out)
+        return out
+
+    def forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Actions (or their distribution inputs) for evaluation and deployment."""
+        self._check_input_specs("inference", batch)
+        with torch.no_grad():
+            out = self._forward_inference(self._to_tensors(batch), **kwargs)
+        self._check_action_outputs(out, "forward_inference")
+        self._check_output_specs("inference", out)
+        return out
+
+    def forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Everything the loss needs, with autograd on."""
+        if self.inference_only:
+            raise RuntimeError(
+                f"{type(self).__name__} was built with inference_only=True and cannot run "
+                "forward_train; build it with inference_only=False for learning.")
+        self._check_input_specs("train", batch)
+        out = self._forward_train(self._to_tensors(batch), **kwargs)
+        self._check_output_specs("train", out)
+        return out
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither _forward() nor the phase-specific "
+            "_forward_exploration/_forward_inference/_forward_train(); implement _forward() "
+            "or the one that was called.")
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward(batch, **kwargs)
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward(batch, **kwargs)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward(batch, **kwargs)
+
+    def _to_tensors(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
+    def _check_action_outputs(self, out: Any, method: str) -> None:
+        if not isinstance(out, Mapping) or not any(k in out for k in _ACTION_KEYS):
+            got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+            raise ValueError(
+                f"{type(self).__name__}.{method}() must return a dict holding "
+                f"'{Columns.ACTIONS}' and/or '{Columns.ACTION_DIST_INPUTS}', got {got}. "
+                f"Return the actions themselves or the inputs of the action distribution.")
+
+    # ---- alpha API I/O specs: override to have batches and outputs checked -----------------
+
+    def input_specs_exploration(self) -> Any:
+        return None
+
+    def input_specs_inference(self) -> Any:
+        return None
+
+    def input_specs_train(self) -> Any:
+        return None
+
+    def output_specs_exploration(self) -> Any:
+        return None
+
+    def output_specs_inference(self) -> Any:
+        return None
+
+    def output_specs_train(self) -> Any:
+        return None
+
+    def _check_input_specs(self, phase: str, batch: Any) -> None:
+        spec = getattr(self, f"input_specs_{phase}")()
+        if spec is not None:
+            from rlmodules.specs import check_spec
+
+            check_spec(spec, batch, f"{type(self).__name__}.forward_{phase} input")
+
+    def _check_output_specs(self, phase: str, out: Any) -> None:
+        spec = getattr(self, f"output_specs_{phase}")()
+        if spec is not None:
+            from rlmodules.specs import check_spec
+
+            check_spec(spec, out, f"{type(self).__name__}.forward_{phase} output")
+
+    # ---- action distributions ---------------------------------------------------------------
+
+    def get_inference_action_dist_cls(self) -> type[TorchDistribution]:
+        return default_dist_cls(self.action_space)
+
+    def get_exploration_action_dist_cls(self) -> type[TorchDistribution]:
+        return default_dist_cls(self.action_space)
+
+    def get_train_action_dist_cls(self) -> type[TorchDistribution]:
+        return default_dist_cls(self.action_space)
+
+    # ---- recurrent state --------------------------------------------------------------------
+
+    def get_initial_state(self) -> dict[str, Any]:
+        """Initial recurrent state without a batch dim; empty for stateless modules."""
+        return {}
+
+    def is_stateful(self) -> bool:
+        return bool(self.get_initial_state())
+
+    # ---- state and checkpoints --------------------------------------------------------------
+
+    def get_non_inference_attributes(self) -> list[str]:
+        """Attribute names of learner-only sub-networks that inference-only copies leave out."""
+        return []
+
+    def get_state(self, inference_only: bool = False) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def get_ctor_args(self) -> dict[str, Any]:
+        """What rebuilds this module: the constructor arguments (used by checkpoints)."""
+        return {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "inference_only": self.inference_only,
+            "model_config": self.model_config,
+        }
+
+    def save_to_path(self, path: str) -> str:
+        """Write a checkpoint directory (metadata + safetensors weights) atomically."""
+        from rlmodules.checkpoint import save_module
+
+        return save_module(self, path)
+
+    def restore_from_path(self, path: str) -> None:
+        """Load the weights of a checkpoint written by ``save_to_path`` into this module."""
+        from rlmodules.checkpoint import load_module_state
+
+        self.set_state(load_module_state(path))
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> "RLModule":
+        """Rebuild the module class recorded in the checkpoint and load its weights."""
+        from rlmodules.checkpoint import load_module
+
+        return load_module(path)
+
+    def as_multi_agent(self) -> "MultiRLModule":
+        """This module inside a MultiRLModule under DEFAULT_MODULE_ID."""
+        from rlmodules.multi_rl_module import MultiRLModule
+
+        multi = MultiRLModule(observation_space=self.observation_space,
+                              action_space=self.action_space,
+                              inference_only=self.inference_only)
+        multi.add_module(DEFAULT_MODULE_ID, self)
+        return multi
+
+
+@dataclass
+class RLModuleSpec:
+    """How to build one RLModule; any field may be left out and filled in by an algorithm."""
+
+    module_class: type[RLModule] | None = None
+    observation_space: gym.Space | None = None
+    action_space: gym.Space | None = None
+    inference_only: bool = False
+    model_config: Mapping[str, Any] | DefaultModelConfig | None = None
+    catalog_class: type | None = None
+
+    def build(self) -> RLModule:
+        missing = [name for name in ("module_class", "observation_space", "action_space")
+                   if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"RLModuleSpec.build(): {', '.join(missing)} not set. Pass them to the spec, "
+                "or hand the spec to an algorithm config, which fills them from the env and "
+                "its default module.")
+        return _construct(self.module_class, self.observation_space, self.action_space,
+                          self.inference_only, self.model_config, self.catalog_class)
+
+    def update(self, other: "RLModuleSpec", override: bool = True) -> None:
+        """Take ``other``'s set fields: all of them, or (override=False) only where ours are None."""
+        for f in dataclasses.fields(self):
+            theirs = getattr(other, f.name)
+            if theirs is not None and (override or getattr(self, f.name) is None):
+                setattr(self, f.name, theirs)
+
+    def as_inference_only(self) -> "RLModuleSpec":
+        return dataclasses.replace(self, inference_only=True)
+
+
+def _construct(module_class: type[RLModule], observation_space, action_space,
+               inference_only: bool, model_config, catalog_class) -> RLModule:
+    """Call the class the way it wants: keywords, or one RLModuleConfig (alpha API)."""
+    from rlmodules.compat import RLModuleConfig, takes_config_object
+
+    if takes_config_object(module_class):
+        if isinstance(model_config, DefaultModelConfig):
+            model_config = dataclasses.asdict(model_config)
+        return module_class(RLModuleConfig(
+            observation_space=observation_space, action_space=action_space,
+            model_config_dict=dict(model_config or {}), catalog_class=catalog_class,
+            inference_only=inference_only))
+    return module_class(observation_space=observation_space, action_space=action_space,
+                        inference_only=inference_only, model_config=model_config,
+                        catalog_class=catalog_class)

@@ -1,0 +1,71 @@
+"""TorchRLModule: an RLModule that is also a ``torch.nn.Module``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlmodules.rl_module import RLModule
+
+
+class TorchRLModule(nn.Module, RLModule):
+    """Subclass this for custom torch modules; ``forward()`` is ``forward_train()``."""
+
+    framework = "torch"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        nn.Module.__init__(self)
+        RLModule.__init__(self, *args, **kwargs)
+
+    def forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self.forward_train(batch, **kwargs)
+
+    def _to_tensors(self, batch: Any) -> Any:
+        return to_tensors(batch)
+
+    def get_state(self, inference_only: bool = False) -> dict[str, np.ndarray]:
+        """Weights as numpy copies, keyed like ``state_dict()``; cheap to ship to actors."""
+        skip = tuple(f"{a}." for a in self.get_non_inference_attributes()) if inference_only \
+            else ()
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()
+                if not k.startswith(skip)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Copy ``state`` into this module's tensors in place.
+
+        An inference-only module accepts the full module's state and ignores the
+        learner-only entries; anything else must match key for key and shape for shape.
+        """
+        own = self.state_dict()
+        name = type(self).__name__
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise KeyError(
+                f"{name}.set_state(): the state lacks {len(missing)} parameter(s) of this module, "
+                f"e.g. {missing[:3]}. Was it saved from a different module class or config?")
+        unexpected = [k for k in state if k not in own]
+        if unexpected and not self.inference_only:
+            raise KeyError(
+                f"{name}.set_state(): the state has parameter(s) this module does not, e.g. "
+                f"{unexpected[:3]}. Was it saved from a different module class or config?")
+        with torch.no_grad():
+            for key, tensor in own.items():
+                value = torch.as_tensor(state[key])
+                if tuple(value.shape) != tuple(tensor.shape):
+                    raise ValueError(
+                        f"{name}.set_state(): parameter '{key}' has shape {tuple(tensor.shape)} "
+                        f"in the module but {tuple(value.shape)} in the state. Build the module "
+                        "with the model_config the state was saved with.")
+                tensor.copy_(value)
+
+
+def to_tensors(batch: Any) -> Any:
+    """numpy arrays (also inside dicts) to torch tensors without copying; the rest as is."""
+    if isinstance(batch, np.ndarray):
+        return torch.from_numpy(batch)
+    if isinstance(batch, dict):
+        return {k: to_tensors(v) for k, v in batch.items()}
+    return batch
