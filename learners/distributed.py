@@ -1,0 +1,70 @@
+"""Data-parallel plumbing: the learners' torch.distributed process group and gradient averaging.
+
+Each data-parallel learner is a Ray actor. Rank 0 picks a rendezvous address, every rank
+joins the process group, rank 0's initial weights are broadcast, and after every backward
+pass the gradients are averaged with one all-reduce, so all learners take identical steps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def select_backend(num_gpus_per_learner: float) -> str:
+    """nccl when every learner owns a whole GPU; gloo otherwise (CPU, or GPUs shared by
+    several learners, which nccl refuses to put into one communicator)."""
+    return "nccl" if num_gpus_per_learner >= 1 else "gloo"
+
+
+def rendezvous_address() -> tuple[str, int]:
+    """This node's IP and a free TCP port: where rank 0 hosts the process-group store."""
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def init_process_group(backend: str, address: tuple[str, int], rank: int, world_size: int,
+                       timeout_s: float) -> None:
+    """Join the learners' process group; collectives fail after ``timeout_s`` (e.g. a dead
+    peer) instead of hanging."""
+    host, port = address
+    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank,
+                            world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's."""
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
+def all_reduce_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Average gradients over the ranks that have them, in one all-reduce.
+
+    Every rank sends the same layout: each parameter's gradient (zeros where it has none)
+    plus one "has a gradient" flag per parameter. A parameter's summed gradient is divided
+    by the number of ranks that contributed; a parameter no rank touched keeps grad None,
+    so optimizers skip it everywhere alike.
+    """
+    grads = [p.grad for p in params]
+    device = params[0].device
+    flags = torch.tensor([g is not None for g in grads], dtype=torch.float32, device=device)
+    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                      for p, g in zip(params, grads)] + [flags])
+    dist.all_reduce(flat)
+    contributors = flat[-len(params):].tolist()
+    offset = 0
+    for param, count in zip(params, contributors):
+        n = param.numel()
+        param.grad = (flat[offset:offset + n].view_as(param).div_(count) if count else None)
+        offset += n
