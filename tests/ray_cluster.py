@@ -1,0 +1,85 @@
+"""A real multi-node Ray cluster on this machine, for tests: one `ray start --block` per node.
+
+Each node has its own ports and temp dir and runs in its own process session, so a test
+stops exactly the nodes it started (never `ray stop`, which would kill every Ray on the box).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalRayCluster:
+    """``with LocalRayCluster(cpus_per_node=[1, 1]) as c: ... c.address ... c.stop_node(1)``."""
+
+    def __init__(self, cpus_per_node: list[int], start_timeout_s: float = 60.0):
+        self.cpus_per_node = cpus_per_node
+        self.start_timeout_s = start_timeout_s
+        self.root = Path(tempfile.mkdtemp(prefix="rc_", dir="/tmp"))  # Short: socket paths.
+        self.procs: list[subprocess.Popen] = []
+        self.address = ""
+
+    def __enter__(self) -> "LocalRayCluster":
+        try:
+            port = _free_port()
+            self.address = f"127.0.0.1:{port}"
+            for i, cpus in enumerate(self.cpus_per_node):
+                args = ["ray", "start", "--block", f"--num-cpus={cpus}", f"--temp-dir={self.root}/n{i}"]
+                args += (["--head", f"--port={port}", "--include-dashboard=false"] if i == 0
+                         else [f"--address={self.address}"])
+                self._start(args, log=self.root / f"node{i}.log")
+                self._wait_for_nodes(i + 1)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self, args: list[str], log: Path) -> None:
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        self.procs.append(subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                           env=env, start_new_session=True))
+
+    def _wait_for_nodes(self, n: int) -> None:
+        deadline = time.time() + self.start_timeout_s
+        while time.time() < deadline:
+            out = subprocess.run(["ray", "status", f"--address={self.address}"],
+                                 capture_output=True, text=True).stdout
+            if out.count("node_") >= n:
+                return
+            if any(p.poll() is not None for p in self.procs):
+                break
+            time.sleep(1)
+        logs = "\n".join(p.read_text()[-2000:] for p in sorted(self.root.glob("node*.log")))
+        raise RuntimeError(f"Ray node {n - 1} did not join within {self.start_timeout_s}s:\n{logs}")
+
+    def stop_node(self, index: int, timeout_s: float = 30.0) -> None:
+        """Stop one node (SIGTERM to its `ray start --block`, then its whole session)."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Anything the node left behind.
+        except ProcessLookupError:
+            pass
+
+    def __exit__(self, *exc) -> None:
+        for i in reversed(range(len(self.procs))):
+            self.stop_node(i)
+        shutil.rmtree(self.root, ignore_errors=True)
