@@ -12,6 +12,8 @@ class Columns:
     TERMINATEDS = "terminateds"
     TRUNCATEDS = "truncateds"
     ACTION_DIST_INPUTS = "action_dist_inputs"
+    # The alpha API's output key: a distribution object instead of its inputs.
+    ACTION_DIST = "action_dist"
     ACTION_LOGP = "action_logp"
     ACTION_PROB = "action_prob"
     VF_PREDS = "vf_preds"

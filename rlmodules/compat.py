@@ -1,12 +1,24 @@
-"""The alpha RLModule API (seeds 001/002): RLModuleConfig and the old spec names."""
+"""The alpha RLModule API (seeds 001/002), mapped onto the current one.
+
+Modules written for it port by changing imports only: ``__init__(self, config)`` modules
+read ``self.config.observation_space`` / ``.model_config_dict``; sub-modules call
+``super().__init__(config=None)``; MultiAgentRLModule subclasses override ``build()`` or
+``setup()`` and assign a plain dict to ``self._rl_modules``; forward passes may return
+``action_dist``; the I/O spec checks live in ``rlmodules.specs``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
+
+from rlmodules.default_model_config import DefaultModelConfig
+from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
+from rlmodules.rl_module import RLModule, RLModuleSpec
 
 
 @dataclass
@@ -20,8 +32,100 @@ class RLModuleConfig:
     inference_only: bool = False
 
 
+@dataclass
+class MultiAgentRLModuleConfig(RLModuleConfig):
+    """The alpha API's MultiAgentRLModule config: one spec per module ID in ``modules``."""
+
+    modules: dict[str, RLModuleSpec] = field(default_factory=dict)
+
+
+class SingleAgentRLModuleSpec(RLModuleSpec):
+    """RLModuleSpec under its alpha name, taking ``model_config_dict=``."""
+
+    def __init__(self, module_class: type[RLModule] | None = None,
+                 observation_space: gym.Space | None = None,
+                 action_space: gym.Space | None = None,
+                 model_config_dict: dict[str, Any] | None = None,
+                 catalog_class: type | None = None, **kwargs: Any) -> None:
+        if model_config_dict is not None:
+            kwargs["model_config"] = model_config_dict
+        super().__init__(module_class=module_class, observation_space=observation_space,
+                         action_space=action_space, catalog_class=catalog_class, **kwargs)
+
+    @property
+    def model_config_dict(self) -> Any:
+        return self.model_config
+
+
+class MultiAgentRLModule(MultiRLModule):
+    """MultiRLModule under its alpha name.
+
+    Subclasses take ``__init__(self, config: MultiAgentRLModuleConfig)``, override
+    ``build()`` (seed 001) or ``setup()`` (seed 002), read ``self.config.modules`` and may
+    set ``self._rl_modules`` to a plain dict.
+    """
+
+    def __init__(self, config: MultiAgentRLModuleConfig | None = None, **kwargs: Any) -> None:
+        if config is not None:
+            kwargs.setdefault("rl_module_specs", config.modules)
+        super().__init__(config, **kwargs)
+
+    def setup(self) -> None:
+        self.build()
+
+    def build(self) -> None:
+        MultiRLModule.setup(self)
+
+    @property
+    def config(self) -> MultiAgentRLModuleConfig:
+        return MultiAgentRLModuleConfig(
+            observation_space=self.observation_space, action_space=self.action_space,
+            model_config_dict=self.model_config, catalog_class=self.catalog_class,
+            inference_only=self.inference_only, modules=self.rl_module_specs)
+
+
+class MultiAgentRLModuleSpec(MultiRLModuleSpec):
+    """MultiRLModuleSpec under its alpha name: ``marl_module_class=``, ``module_specs=``."""
+
+    def __init__(self, marl_module_class: type[MultiRLModule] | None = None,
+                 module_specs: RLModuleSpec | dict[str, RLModuleSpec] | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("multi_rl_module_class", marl_module_class or MultiAgentRLModule)
+        if module_specs is not None:
+            kwargs["rl_module_specs"] = module_specs
+        super().__init__(**kwargs)
+
+
 def takes_config_object(module_class: type) -> bool:
     """True for alpha-API classes whose ``__init__`` takes ``config`` but no spaces."""
     params = inspect.signature(module_class.__init__).parameters
     return "config" in params and "observation_space" not in params and not any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def construct(module_class: type[RLModule], **ctor_args: Any) -> RLModule:
+    """Call ``module_class`` the way it wants: with keywords, or one alpha config object."""
+    if not takes_config_object(module_class):
+        return module_class(**ctor_args)
+    model_config = ctor_args.get("model_config")
+    if isinstance(model_config, DefaultModelConfig):
+        model_config = dataclasses.asdict(model_config)
+    fields = dict(observation_space=ctor_args.get("observation_space"),
+                  action_space=ctor_args.get("action_space"),
+                  inference_only=ctor_args.get("inference_only", False),
+                  model_config_dict=dict(model_config or {}),
+                  catalog_class=ctor_args.get("catalog_class"))
+    if "rl_module_specs" in ctor_args:
+        return module_class(MultiAgentRLModuleConfig(modules=ctor_args["rl_module_specs"],
+                                                     **fields))
+    return module_class(RLModuleConfig(**fields))
+
+
+def override(parent: type) -> Callable[[Callable], Callable]:
+    """The alpha examples' ``@override(Parent)``: checks that ``Parent`` has the method."""
+    def check(method: Callable) -> Callable:
+        if not hasattr(parent, method.__name__):
+            raise NameError(f"@override({parent.__name__}): {parent.__name__} has no method "
+                            f"'{method.__name__}' to override; check its name.")
+        return method
+    return check

@@ -18,14 +18,15 @@ class DefaultModelConfig:
     fcnet_kernel_initializer_kwargs: dict | None = None
     fcnet_bias_initializer: str | Callable | None = None
     fcnet_bias_initializer_kwargs: dict | None = None
-    # CNN encoder for [H, W, C] image observations: [num_filters, kernel, stride(, padding)].
+    # CNN encoder for [H, W, C] image observations: [num_filters, kernel, stride(, padding)],
+    # padding "same" (default), "valid" or an int. None: four stride-2 layers of 16..128.
     conv_filters: list[list[Any]] | None = None
     conv_activation: str = "relu"
     conv_kernel_initializer: str | Callable | None = None
     conv_kernel_initializer_kwargs: dict | None = None
     conv_bias_initializer: str | Callable | None = None
     conv_bias_initializer_kwargs: dict | None = None
-    # MLP heads (after the encoder).
+    # MLP heads (after the encoder), then the output layer.
     head_fcnet_hiddens: list[int] = field(default_factory=list)
     head_fcnet_activation: str = "relu"
     head_fcnet_kernel_initializer: str | Callable | None = None
@@ -37,12 +38,11 @@ class DefaultModelConfig:
     log_std_clip_param: float = 20.0
     # Actor-critic: one encoder for policy and value function, or two.
     vf_share_layers: bool = False
-    # LSTM wrapper around the encoder.
+    # LSTM after the encoder. Actor and critic then share encoder and LSTM (one recurrent
+    # state, carried by the acting module), whatever vf_share_layers says.
     use_lstm: bool = False
     max_seq_len: int = 20
     lstm_cell_size: int = 256
-    lstm_use_prev_action: bool = False
-    lstm_use_prev_reward: bool = False
     lstm_kernel_initializer: str | Callable | None = None
     lstm_kernel_initializer_kwargs: dict | None = None
     lstm_bias_initializer: str | Callable | None = None

@@ -1,17 +1,21 @@
 """Action distributions built from a module's ``action_dist_inputs``.
 
 Each class wraps a ``torch.distributions`` object so that env runners and learners can
-sample, score and compare actions without knowing the action space.
+sample, score and compare actions without knowing the action space. Turn a forward
+pass's output into a distribution with ``action_dist_from_output`` (it also accepts the
+torch.distributions objects that alpha-API and notebook-style modules return).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import distributions as td
+
+from rlmodules.columns import Columns
 
 
 class TorchDistribution:
@@ -58,6 +62,7 @@ class TorchCategorical(TorchDistribution):
     def __init__(self, logits: torch.Tensor | None = None, probs: torch.Tensor | None = None):
         self.dist = td.Categorical(logits=logits, probs=probs, validate_args=False)
         self.logits = self.dist.logits
+        self.probs = self.dist.probs
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, **kwargs) -> "TorchCategorical":
@@ -80,7 +85,7 @@ class TorchCategorical(TorchDistribution):
         return td.kl_divergence(self.dist, other.dist)
 
     def to_deterministic(self) -> "TorchDeterministic":
-        return TorchDeterministic(loc=torch.argmax(self.logits, dim=-1))
+        return TorchDeterministic(loc=torch.argmax(self.logits, dim=-1), event_ndims=0)
 
 
 class TorchDiagGaussian(TorchDistribution):
@@ -89,6 +94,7 @@ class TorchDiagGaussian(TorchDistribution):
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
         self.dist = td.Normal(loc, scale, validate_args=False)
         self.loc = loc
+        self.scale = scale
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, **kwargs) -> "TorchDiagGaussian":
@@ -161,10 +167,15 @@ class TorchMultiCategorical(TorchDistribution):
 
 
 class TorchDeterministic(TorchDistribution):
-    """A point mass at ``loc``: what greedy inference samples from."""
+    """A point mass at ``loc``: what greedy inference samples from.
 
-    def __init__(self, loc: torch.Tensor):
+    ``event_ndims`` is how many trailing dims of ``loc`` make up one action (0 for a
+    discrete action, 1 for a vector action).
+    """
+
+    def __init__(self, loc: torch.Tensor, event_ndims: int = 1):
         self.loc = loc
+        self.event_ndims = event_ndims
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, **kwargs) -> "TorchDeterministic":
@@ -186,13 +197,59 @@ class TorchDeterministic(TorchDistribution):
             "distribution before calling to_deterministic().")
 
     def entropy(self) -> torch.Tensor:
-        return torch.zeros(self.loc.shape[:-1] if self.loc.dim() > 1 else self.loc.shape)
+        return torch.zeros(self.loc.shape[:self.loc.dim() - self.event_ndims])
 
     def kl(self, other: TorchDistribution) -> torch.Tensor:
         raise NotImplementedError("TorchDeterministic has no KL divergence.")
 
     def to_deterministic(self) -> "TorchDeterministic":
         return self
+
+
+class TorchDistributionWrapper(TorchDistribution):
+    """Any ``torch.distributions`` object behind the common interface.
+
+    Alpha-API and notebook-style modules return such objects instead of inputs;
+    ``logp`` and ``entropy`` are what the wrapped distribution says (no summing).
+    """
+
+    def __init__(self, dist: td.Distribution):
+        self.dist = dist
+
+    def sample(self) -> torch.Tensor:
+        return self.dist.sample()
+
+    def rsample(self) -> torch.Tensor:
+        return self.dist.rsample()
+
+    def logp(self, value: torch.Tensor) -> torch.Tensor:
+        return self.dist.log_prob(value)
+
+    def entropy(self) -> torch.Tensor:
+        return self.dist.entropy()
+
+    def kl(self, other: "TorchDistributionWrapper") -> torch.Tensor:
+        return td.kl_divergence(self.dist, other.dist)
+
+    def to_deterministic(self) -> TorchDeterministic:
+        return TorchDeterministic(loc=self.dist.mode, event_ndims=len(self.dist.event_shape))
+
+
+def action_dist_from_output(out: Mapping[str, Any],
+                            dist_cls: type[TorchDistribution]) -> TorchDistribution | None:
+    """The action distribution of a forward output, or None if it returned only actions.
+
+    Reads ``action_dist_inputs`` (or the alpha API's ``action_dist``); a torch.distributions
+    object there is wrapped, plain inputs go through ``dist_cls.from_logits``.
+    """
+    inputs = out.get(Columns.ACTION_DIST_INPUTS)
+    if inputs is None:
+        inputs = out.get(Columns.ACTION_DIST)
+    if inputs is None or isinstance(inputs, TorchDistribution):
+        return inputs
+    if isinstance(inputs, td.Distribution):
+        return TorchDistributionWrapper(inputs)
+    return dist_cls.from_logits(inputs)
 
 
 def default_dist_cls(action_space: gym.Space) -> type[TorchDistribution]:

@@ -40,6 +40,11 @@ class MultiRLModule(TorchRLModule):
                 spec = spec.as_inference_only()
             self._rl_modules[module_id] = spec.build()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_rl_modules" and not isinstance(value, nn.ModuleDict):
+            value = nn.ModuleDict(value)  # Alpha-API subclasses assign a plain dict.
+        super().__setattr__(name, value)
+
     # ---- dict-like access -------------------------------------------------------------------
 
     def __getitem__(self, module_id: str) -> RLModule:
@@ -75,10 +80,12 @@ class MultiRLModule(TorchRLModule):
             raise TypeError(f"add_module('{module_id}', ...) needs an RLModule, got "
                             f"{type(module).__name__}.")
         self._rl_modules[module_id] = module
+        self.rl_module_specs[module_id] = spec_of(module)
 
     def remove_module(self, module_id: str, *, raise_err_if_not_found: bool = True) -> None:
         if module_id in self._rl_modules:
             del self._rl_modules[module_id]
+            self.rl_module_specs.pop(module_id, None)
         elif raise_err_if_not_found:
             raise KeyError(f"Module ID '{module_id}' not in {type(self).__name__}; it holds "
                            f"{list(self.keys())}.")
@@ -118,6 +125,11 @@ class MultiRLModule(TorchRLModule):
         for module_id, module_state in state.items():
             self[module_id].set_state(module_state)
 
+    def get_ctor_args(self) -> dict[str, Any]:
+        args = super().get_ctor_args()
+        del args["catalog_class"]
+        return {**args, "rl_module_specs": dict(self.rl_module_specs)}
+
     def as_multi_agent(self) -> "MultiRLModule":
         return self
 
@@ -145,10 +157,19 @@ class MultiRLModuleSpec:
         return dict(specs or {})
 
     def build(self) -> MultiRLModule:
-        return self.multi_rl_module_class(
-            observation_space=self.observation_space, action_space=self.action_space,
-            inference_only=self.inference_only, model_config=self.model_config,
-            rl_module_specs=self.module_specs())
+        from rlmodules.compat import construct
+
+        return construct(
+            self.multi_rl_module_class, observation_space=self.observation_space,
+            action_space=self.action_space, inference_only=self.inference_only,
+            model_config=self.model_config, rl_module_specs=self.module_specs())
 
     def as_inference_only(self) -> "MultiRLModuleSpec":
         return dataclasses.replace(self, inference_only=True)
+
+
+def spec_of(module: RLModule) -> RLModuleSpec | MultiRLModuleSpec:
+    """The spec that rebuilds ``module`` (its class and constructor arguments)."""
+    if isinstance(module, MultiRLModule):
+        return MultiRLModuleSpec(multi_rl_module_class=type(module), **module.get_ctor_args())
+    return RLModuleSpec(module_class=type(module), **module.get_ctor_args())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from rlmodules.multi_rl_module import MultiRLModule
 
 # Keys a forward pass used for acting must return (``action_dist`` is the alpha API's name).
-_ACTION_KEYS = (Columns.ACTIONS, Columns.ACTION_DIST_INPUTS, "action_dist")
+_ACTION_KEYS = (Columns.ACTIONS, Columns.ACTION_DIST_INPUTS, Columns.ACTION_DIST)
 
 
 class RLModule:
@@ -76,22 +78,12 @@ class RLModule:
     # ---- forward passes -------------------------------------------------------------------
 
     def forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """Actions (or their distribution inputs) for collecting training data."""
-        self._check_input_specs("exploration", batch)
-        with torch.no_grad():
-            out = self._forward_exploration(self._to_tensors(batch), **kwargs)
-        self._check_action_outputs(out, "forward_exploration")
-        self._check_output_specs("exploration", out)
-        return out
+        """Actions (or their distribution inputs) for collecting training data; no autograd."""
+        return self._run_forward("exploration", batch, **kwargs)
 
     def forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """Actions (or their distribution inputs) for evaluation and deployment."""
-        self._check_input_specs("inference", batch)
-        with torch.no_grad():
-            out = self._forward_inference(self._to_tensors(batch), **kwargs)
-        self._check_action_outputs(out, "forward_inference")
-        self._check_output_specs("inference", out)
-        return out
+        """Actions (or their distribution inputs) for evaluation and deployment; no autograd."""
+        return self._run_forward("inference", batch, **kwargs)
 
     def forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Everything the loss needs, with autograd on."""
@@ -99,9 +91,19 @@ class RLModule:
             raise RuntimeError(
                 f"{type(self).__name__} was built with inference_only=True and cannot run "
                 "forward_train; build it with inference_only=False for learning.")
-        self._check_input_specs("train", batch)
-        out = self._forward_train(self._to_tensors(batch), **kwargs)
-        self._check_output_specs("train", out)
+        return self._run_forward("train", batch, **kwargs)
+
+    def _run_forward(self, phase: str, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        batch = self._to_tensors(batch)
+        self._check_specs(f"input_specs_{phase}", batch)
+        forward = getattr(self, f"_forward_{phase}")
+        if phase == "train":
+            out = forward(batch, **kwargs)
+        else:
+            with torch.no_grad():
+                out = forward(batch, **kwargs)
+            self._check_action_outputs(out, f"forward_{phase}")
+        self._check_specs(f"output_specs_{phase}", out)
         return out
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -150,19 +152,12 @@ class RLModule:
     def output_specs_train(self) -> Any:
         return None
 
-    def _check_input_specs(self, phase: str, batch: Any) -> None:
-        spec = getattr(self, f"input_specs_{phase}")()
+    def _check_specs(self, method: str, data: Any) -> None:
+        spec = getattr(self, method)()
         if spec is not None:
             from rlmodules.specs import check_spec
 
-            check_spec(spec, batch, f"{type(self).__name__}.forward_{phase} input")
-
-    def _check_output_specs(self, phase: str, out: Any) -> None:
-        spec = getattr(self, f"output_specs_{phase}")()
-        if spec is not None:
-            from rlmodules.specs import check_spec
-
-            check_spec(spec, out, f"{type(self).__name__}.forward_{phase} output")
+            check_spec(spec, data, f"{type(self).__name__}.{method}()")
 
     # ---- action distributions ---------------------------------------------------------------
 
@@ -197,32 +192,38 @@ class RLModule:
         raise NotImplementedError
 
     def get_ctor_args(self) -> dict[str, Any]:
-        """What rebuilds this module: the constructor arguments (used by checkpoints)."""
+        """The constructor arguments that rebuild this module (what checkpoints record)."""
         return {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
             "inference_only": self.inference_only,
             "model_config": self.model_config,
+            "catalog_class": self.catalog_class,
         }
 
-    def save_to_path(self, path: str) -> str:
-        """Write a checkpoint directory (metadata + safetensors weights) atomically."""
+    def save_to_path(self, path: str | os.PathLike | None = None) -> str:
+        """Write a checkpoint directory atomically (a new temp dir if ``path`` is None)."""
         from rlmodules.checkpoint import save_module
 
-        return save_module(self, path)
+        return save_module(self, tempfile.mkdtemp() if path is None else path)
 
-    def restore_from_path(self, path: str) -> None:
+    def restore_from_path(self, path: str | os.PathLike) -> None:
         """Load the weights of a checkpoint written by ``save_to_path`` into this module."""
-        from rlmodules.checkpoint import load_module_state
+        from rlmodules.checkpoint import restore_module
 
-        self.set_state(load_module_state(path))
+        restore_module(self, path)
 
     @classmethod
-    def from_checkpoint(cls, path: str) -> "RLModule":
+    def from_checkpoint(cls, path: str | os.PathLike) -> "RLModule":
         """Rebuild the module class recorded in the checkpoint and load its weights."""
         from rlmodules.checkpoint import load_module
 
-        return load_module(path)
+        module = load_module(path)
+        if not isinstance(module, cls):
+            raise TypeError(
+                f"{cls.__name__}.from_checkpoint('{path}'): the checkpoint holds a "
+                f"{type(module).__name__}, not a {cls.__name__}; call RLModule.from_checkpoint().")
+        return module
 
     def as_multi_agent(self) -> "MultiRLModule":
         """This module inside a MultiRLModule under DEFAULT_MODULE_ID."""
@@ -247,6 +248,8 @@ class RLModuleSpec:
     catalog_class: type | None = None
 
     def build(self) -> RLModule:
+        from rlmodules.compat import construct
+
         missing = [name for name in ("module_class", "observation_space", "action_space")
                    if getattr(self, name) is None]
         if missing:
@@ -254,8 +257,9 @@ class RLModuleSpec:
                 f"RLModuleSpec.build(): {', '.join(missing)} not set. Pass them to the spec, "
                 "or hand the spec to an algorithm config, which fills them from the env and "
                 "its default module.")
-        return _construct(self.module_class, self.observation_space, self.action_space,
-                          self.inference_only, self.model_config, self.catalog_class)
+        return construct(self.module_class, observation_space=self.observation_space,
+                         action_space=self.action_space, inference_only=self.inference_only,
+                         model_config=self.model_config, catalog_class=self.catalog_class)
 
     def update(self, other: "RLModuleSpec", override: bool = True) -> None:
         """Take ``other``'s set fields: all of them, or (override=False) only where ours are None."""
@@ -266,20 +270,3 @@ class RLModuleSpec:
 
     def as_inference_only(self) -> "RLModuleSpec":
         return dataclasses.replace(self, inference_only=True)
-
-
-def _construct(module_class: type[RLModule], observation_space, action_space,
-               inference_only: bool, model_config, catalog_class) -> RLModule:
-    """Call the class the way it wants: keywords, or one RLModuleConfig (alpha API)."""
-    from rlmodules.compat import RLModuleConfig, takes_config_object
-
-    if takes_config_object(module_class):
-        if isinstance(model_config, DefaultModelConfig):
-            model_config = dataclasses.asdict(model_config)
-        return module_class(RLModuleConfig(
-            observation_space=observation_space, action_space=action_space,
-            model_config_dict=dict(model_config or {}), catalog_class=catalog_class,
-            inference_only=inference_only))
-    return module_class(observation_space=observation_space, action_space=action_space,
-                        inference_only=inference_only, model_config=model_config,
-                        catalog_class=catalog_class)

@@ -28,15 +28,14 @@ class TorchRLModule(nn.Module, RLModule):
 
     def get_state(self, inference_only: bool = False) -> dict[str, np.ndarray]:
         """Weights as numpy copies, keyed like ``state_dict()``; cheap to ship to actors."""
-        skip = tuple(f"{a}." for a in self.get_non_inference_attributes()) if inference_only \
-            else ()
+        skip = self._learner_only_prefixes() if inference_only else ()
         return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()
                 if not k.startswith(skip)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Copy ``state`` into this module's tensors in place.
+        """Copy ``state`` (numpy arrays or tensors) into this module's tensors in place.
 
-        An inference-only module accepts the full module's state and ignores the
+        An inference-only module accepts the full module's state and ignores its
         learner-only entries; anything else must match key for key and shape for shape.
         """
         own = self.state_dict()
@@ -46,25 +45,36 @@ class TorchRLModule(nn.Module, RLModule):
             raise KeyError(
                 f"{name}.set_state(): the state lacks {len(missing)} parameter(s) of this module, "
                 f"e.g. {missing[:3]}. Was it saved from a different module class or config?")
-        unexpected = [k for k in state if k not in own]
-        if unexpected and not self.inference_only:
+        ignorable = self._learner_only_prefixes() if self.inference_only else ()
+        unexpected = [k for k in state if k not in own and not k.startswith(ignorable)]
+        if unexpected:
             raise KeyError(
                 f"{name}.set_state(): the state has parameter(s) this module does not, e.g. "
                 f"{unexpected[:3]}. Was it saved from a different module class or config?")
         with torch.no_grad():
             for key, tensor in own.items():
-                value = torch.as_tensor(state[key])
+                value = state[key]
                 if tuple(value.shape) != tuple(tensor.shape):
                     raise ValueError(
                         f"{name}.set_state(): parameter '{key}' has shape {tuple(tensor.shape)} "
                         f"in the module but {tuple(value.shape)} in the state. Build the module "
                         "with the model_config the state was saved with.")
-                tensor.copy_(value)
+                if isinstance(value, np.ndarray) and tensor.device.type == "cpu":
+                    # Straight into the tensor's memory: no temporary tensor, and no torch
+                    # warning for the read-only arrays that come out of Ray's object store.
+                    np.copyto(tensor.numpy(), value, casting="same_kind")
+                else:
+                    tensor.copy_(torch.as_tensor(value))
+
+    def _learner_only_prefixes(self) -> tuple[str, ...]:
+        return tuple(f"{attr}." for attr in self.get_non_inference_attributes())
 
 
 def to_tensors(batch: Any) -> Any:
-    """numpy arrays (also inside dicts) to torch tensors without copying; the rest as is."""
+    """numpy arrays (also inside dicts) to torch tensors, float64 as float32; the rest as is."""
     if isinstance(batch, np.ndarray):
+        if batch.dtype == np.float64:
+            batch = batch.astype(np.float32)
         return torch.from_numpy(batch)
     if isinstance(batch, dict):
         return {k: to_tensors(v) for k, v in batch.items()}

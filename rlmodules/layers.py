@@ -1,0 +1,112 @@
+"""Layer helpers for the default models: activations and initializers by name, MLP stacks.
+
+Every helper takes the DefaultModelConfig key a value came from, so that a bad value
+raises an error naming that key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from rlmodules.default_model_config import DefaultModelConfig
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "swish": nn.SiLU, "elu": nn.ELU,
+    "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "linear": nn.Identity,
+}
+
+Init = Callable[[nn.Module], None]
+
+
+def activation(name: str | None, key: str) -> nn.Module:
+    """A fresh activation layer for ``name`` (None or "linear": identity)."""
+    if name is None:
+        return nn.Identity()
+    layer_cls = ACTIVATIONS.get(name.lower()) if isinstance(name, str) else None
+    if layer_cls is None:
+        raise ValueError(f"model_config['{key}'] = {name!r} is not a known activation; use one "
+                         f"of {sorted(ACTIVATIONS)} or None.")
+    return layer_cls()
+
+
+def initializer(cfg: DefaultModelConfig, prefix: str) -> Init:
+    """Applies ``cfg.<prefix>_{kernel,bias}_initializer`` (with their ``_kwargs``) to a layer.
+
+    An initializer is a ``torch.nn.init`` name ("orthogonal", "xavier_uniform_", ...) or a
+    callable ``fn(tensor, **kwargs)``; None keeps torch's default. Weights ("weight*"
+    parameters) get the kernel one, biases ("bias*") the bias one.
+    """
+    kernel = _init_fn(cfg, f"{prefix}_kernel_initializer")
+    bias = _init_fn(cfg, f"{prefix}_bias_initializer")
+
+    def apply(layer: nn.Module) -> None:
+        for name, param in layer.named_parameters(recurse=False):
+            fn = kernel if name.startswith("weight") else bias if name.startswith("bias") else None
+            if fn is not None:
+                fn(param)
+
+    return apply
+
+
+def _init_fn(cfg: DefaultModelConfig, key: str) -> Callable[[torch.Tensor], Any] | None:
+    spec = getattr(cfg, key)
+    kwargs = getattr(cfg, f"{key}_kwargs") or {}
+    if spec is None:
+        return None
+    fn = spec if callable(spec) else getattr(nn.init, f"{str(spec).rstrip('_')}_", None)
+    if fn is None:
+        raise ValueError(f"model_config['{key}'] = {spec!r} is neither a torch.nn.init name "
+                         "(e.g. 'orthogonal', 'xavier_uniform', 'zeros') nor a callable.")
+
+    def init(tensor: torch.Tensor) -> None:
+        try:
+            with torch.no_grad():
+                fn(tensor, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model_config['{key}'] = {spec!r} with kwargs {kwargs} failed on "
+                             f"a tensor of shape {tuple(tensor.shape)}: {err}") from err
+
+    return init
+
+
+def positive_ints(values: Any, key: str, allow_empty: bool = True) -> list[int]:
+    """``values`` as a list of positive ints, or an error naming ``key``."""
+    ok = isinstance(values, Sequence) and not isinstance(values, str) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    if not ok or (not allow_empty and not values):
+        raise ValueError(f"model_config['{key}'] = {values!r}; expected a list of positive ints"
+                         f"{'' if allow_empty else ' (at least one)'}.")
+    return list(values)
+
+
+def mlp(input_dim: int, cfg: DefaultModelConfig, prefix: str,
+        output_dim: int | None = None, output_init: Init | None = None) -> nn.Sequential:
+    """Dense layers ``cfg.<prefix>_hiddens`` with ``cfg.<prefix>_activation`` after each.
+
+    With ``output_dim``, a final linear layer follows (no activation), initialized with
+    ``output_init`` unless the config names a kernel initializer.
+    """
+    hiddens = positive_ints(getattr(cfg, f"{prefix}_hiddens"), f"{prefix}_hiddens")
+    init = initializer(cfg, prefix)
+    layers: list[nn.Module] = []
+    for size in hiddens:
+        layers.append(nn.Linear(input_dim, size))
+        init(layers[-1])
+        layers.append(activation(getattr(cfg, f"{prefix}_activation"), f"{prefix}_activation"))
+        input_dim = size
+    if output_dim is not None:
+        layers.append(nn.Linear(input_dim, output_dim))
+        custom = getattr(cfg, f"{prefix}_kernel_initializer") is not None
+        (init if custom or output_init is None else output_init)(layers[-1])
+    return nn.Sequential(*layers)
+
+
+def orthogonal_init(gain: float) -> Init:
+    """Orthogonal weights with ``gain`` and zero bias: PPO's usual output-layer init."""
+    def apply(layer: nn.Module) -> None:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return apply
