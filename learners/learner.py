@@ -172,7 +172,7 @@ class Learner:
         results = self._metrics_results()
         for mid, count in counts.items():
             results.setdefault(mid, {})["num_module_steps_trained"] = count
-        results[ALL_MODULES] = {"num_env_steps_trained": sum(counts.values())}
+        results.setdefault(ALL_MODULES, {})["num_env_steps_trained"] = sum(counts.values())
         return results
 
     def build_batch(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ fragments, and averaged gradients keep their weights identical.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -165,8 +166,8 @@ class LearnerGroup:
                 except RayActorError as error:
                     raise RuntimeError(
                         f"LearnerGroup.{what}: learner {index[ref]} (of {len(self._actors)}) "
-                        f"died: {_first_line(error)} The learner group cannot continue: stop() "
-                        "it and build a new one, e.g. from the last checkpoint.") from error
+                        f"died. The learner group cannot continue: stop() it and build a new one "
+                        f"(e.g. from the last checkpoint). Cause: {_describe(error)}") from error
         return results
 
 
@@ -238,6 +239,6 @@ def reduce_metrics(results: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[s
             for key, metrics in merged.items()}
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _describe(error: BaseException) -> str:
+    """Ray's error text without terminal color codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip() or type(error).__name__

@@ -97,12 +97,12 @@ class TorchLearner(Learner):
         Optimizers whose parameters got no gradient (modules without data) are skipped.
         """
         for name, optimizer in self._optimizers.items():
-            grads = [p.grad for p in self._optimizer_params[name] if p.grad is not None]
-            if not grads:
+            params = [p for p in self._optimizer_params[name] if p.grad is not None]
+            if not params:
                 continue
-            norm = torch.nn.utils.get_total_norm(grads)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             if self.config.grad_clip is not None:
-                torch.nn.utils.clip_grads_with_norm_(grads, self.config.grad_clip, norm)
+                torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
             self.log_metric(name, "grad_norm", norm)
             optimizer.step()
             self._stepped.add(name)
