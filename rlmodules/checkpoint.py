@@ -201,9 +201,9 @@ def _space_to_json(space: gym.Space) -> dict[str, Any]:
 def _space_from_json(d: Mapping[str, Any]) -> gym.Space:
     kind = d["type"]
     if kind == "Box":
-        dtype = np.dtype(d["dtype"])
-        return gym.spaces.Box(low=np.asarray(d["low"], dtype), high=np.asarray(d["high"], dtype),
-                              shape=tuple(d["shape"]), dtype=dtype)
+        shape, dtype = tuple(d["shape"]), np.dtype(d["dtype"])
+        return gym.spaces.Box(low=np.full(shape, d["low"], dtype), dtype=dtype,
+                              high=np.full(shape, d["high"], dtype))
     if kind == "Discrete":
         return gym.spaces.Discrete(d["n"], start=d["start"])
     if kind == "MultiDiscrete":
