@@ -1,0 +1,292 @@
+"""Algorithm checkpoints: one directory per component, so every sub-directory is a checkpoint
+of that component and ``restore_from_path(sub_dir, component=...)`` can load it alone.
+
+Layout of ``Algorithm.save_to_path(path)``::
+
+    path/metadata.json                                algorithm and config classes, the config
+                                                      as JSON; written last (marks completeness)
+    path/counters/state.json                          training iteration, weights seq no
+    path/env_runner/state.json (+ arrays.safetensors) connector states and runner counters
+    path/learner_group/learner/rl_module/<module_id>/ an RLModule checkpoint per module
+    path/learner_group/learner/optimizer/state.json (+ arrays.safetensors), and any other
+                                                      learner state (e.g. PPO's kl_coeffs)
+
+Arrays go to safetensors, everything else to JSON; no code is pickled. Config values that
+are not data (classes, functions) are stored by import path; lambdas and local functions
+cannot be, so ``from_checkpoint`` then asks for the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlmodules.checkpoint import (WEIGHTS_FILE, CheckpointError, class_path, import_class,
+                                  load_state_tensors, read_metadata, save_module,
+                                  save_state_tensors, spaces_from_json, spaces_to_json,
+                                  write_dir_atomically, write_metadata)
+
+if TYPE_CHECKING:
+    from algorithms.algorithm import Algorithm
+    from algorithms.algorithm_config import AlgorithmConfig
+
+COMPONENTS = ("learner_group", "env_runner", "counters")
+STATE_FILE = "state.json"
+ARRAYS_FILE = "arrays.safetensors"
+_MODULES = "learner_group/learner/rl_module"
+# Component paths written as directories of sub-components (the rest are leaf files).
+_BRANCHES = {"learner_group", "learner_group/learner", _MODULES}
+
+
+# ---- component paths ----------------------------------------------------------------------
+
+def select_components(components: str | Sequence[str] | None,
+                      known: Sequence[str] = COMPONENTS) -> dict[str, list[str] | None]:
+    """Paths like "learner_group/learner/rl_module/p0" -> {"learner_group": ["learner/..."]}.
+
+    A top-level component asked for as a whole maps to None (everything in it).
+    """
+    if components is None:
+        return {name: None for name in known}
+    selection: dict[str, list[str] | None] = {}
+    for path in [components] if isinstance(components, str) else components:
+        top, _, rest = path.strip("/").partition("/")
+        if top not in known:
+            raise KeyError(f"Unknown component '{path}': component paths start with one of "
+                           f"{list(known)}, e.g. 'learner_group/learner/rl_module/default_policy'.")
+        if not rest or selection.get(top, []) is None:
+            selection[top] = None
+        else:
+            selection.setdefault(top, []).append(rest)
+    return selection
+
+
+def check_component(component: str, module_ids: Sequence[str]) -> None:
+    """Fail early (before touching any actor) on a path that names nothing."""
+    parts = component.strip("/").split("/")
+    select_components(component)
+    if parts[0] == "learner_group" and len(parts) > 1 and parts[1] != "learner":
+        raise KeyError(f"Unknown component '{component}': below 'learner_group' comes "
+                       "'learner', e.g. 'learner_group/learner/rl_module/default_policy'.")
+    if parts[:3] == _MODULES.split("/") and len(parts) > 3 and parts[3] not in module_ids:
+        raise KeyError(f"Unknown component '{component}': there is no module '{parts[3]}'; "
+                       f"the algorithm's modules are {list(module_ids)}.")
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+def save_algorithm(algo: "Algorithm", path: str) -> str:
+    """Write ``algo``'s whole state and config to the directory ``path`` (atomically)."""
+    state = algo.get_state()
+    meta = {"kind": "algorithm", "algorithm_class": class_path(type(algo)),
+            "config_class": class_path(type(algo.config)),
+            "config": config_to_json(algo.config)}
+
+    def write(tmp: Path) -> None:
+        _write_components(tmp, state, "", algo)
+        write_metadata(tmp, meta)
+
+    return str(write_dir_atomically(path, write))
+
+
+def _write_components(directory: Path, state: Mapping[str, Any], prefix: str,
+                      algo: "Algorithm") -> None:
+    for key, value in state.items():
+        component = f"{prefix}/{key}" if prefix else key
+        if prefix == _MODULES:  # Each module as an RLModule checkpoint of its own.
+            module = algo.module_spec.rl_module_specs[key].build()
+            module.set_state(value)
+            save_module(module, directory / key)
+        elif component in _BRANCHES:
+            (directory / key).mkdir()
+            _write_components(directory / key, value, component, algo)
+        else:
+            (directory / key).mkdir()
+            write_state_file(directory / key, value)
+
+
+def write_state_file(directory: Path, tree: Any) -> None:
+    """A nested state as state.json, with every array moved to arrays.safetensors."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def encode(node: Any, key: str) -> Any:
+        if isinstance(node, torch.Tensor):
+            node = node.detach().cpu().numpy()
+        if isinstance(node, np.ndarray):
+            arrays[key] = node
+            return {"__array__": key}
+        if isinstance(node, np.generic):
+            return node.item()
+        if isinstance(node, Mapping):
+            if all(isinstance(k, str) for k in node):
+                return {k: encode(v, f"{key}/{k}") for k, v in node.items()}
+            return {"__items__": [[k, encode(v, f"{key}/{k}")] for k, v in node.items()]}
+        if isinstance(node, (list, tuple)):
+            return [encode(v, f"{key}/{i}") for i, v in enumerate(node)]
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        raise TypeError(f"Cannot write state entry '{key}' ({type(node).__name__}) to a "
+                        "checkpoint: states hold arrays, numbers, strings, lists and dicts.")
+
+    text = json.dumps(encode(tree, ""), indent=1)
+    if arrays:
+        save_state_tensors(directory / ARRAYS_FILE, arrays)
+    (directory / STATE_FILE).write_text(text)
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+def read_component(path: str, component: str | None = None) -> dict[str, Any]:
+    """The state stored at ``path``, nested under ``component`` ("a/b" -> {"a": {"b": ...}}).
+
+    Without ``component``, ``path`` must be a whole algorithm checkpoint.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"Checkpoint '{path}' does not exist or is not a directory.")
+    if component is None:
+        if read_metadata(directory).get("kind") != "algorithm":
+            raise CheckpointError(
+                f"'{path}' is not an algorithm checkpoint. To load part of an algorithm (e.g. "
+                "a module checkpoint), pass component='learner_group/learner/rl_module/<id>'.")
+        return read_state_dir(directory)
+    state = read_state_dir(directory)
+    for part in reversed(component.strip("/").split("/")):
+        state = {part: state}
+    return state
+
+
+def read_state_dir(directory: Path) -> Any:
+    """The nested state in ``directory``: a module checkpoint, a state file, or sub-dirs."""
+    meta_file = directory / "metadata.json"
+    kind = read_metadata(directory).get("kind") if meta_file.is_file() else None
+    if kind == "rl_module":
+        return load_state_tensors(directory / WEIGHTS_FILE)
+    if kind == "multi_rl_module":
+        return {mid: read_state_dir(directory / mid) for mid in read_metadata(directory)[
+            "module_ids"]}
+    if (directory / STATE_FILE).is_file():
+        return read_state_file(directory)
+    subdirs = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise CheckpointError(f"'{directory}' holds no checkpoint: no module checkpoint, no "
+                              f"{STATE_FILE} and no component sub-directories.")
+    return {p.name: read_state_dir(p) for p in subdirs}
+
+
+def read_state_file(directory: Path) -> Any:
+    """Inverse of ``write_state_file``."""
+    try:
+        tree = json.loads((directory / STATE_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"'{directory / STATE_FILE}' is corrupt ({err}).") from err
+    arrays = load_state_tensors(directory / ARRAYS_FILE) if (
+        directory / ARRAYS_FILE).is_file() else {}
+
+    def decode(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"__array__"}:
+                return arrays[node["__array__"]]
+            if set(node) == {"__items__"}:
+                return {k: decode(v) for k, v in node["__items__"]}
+            return {k: decode(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [decode(v) for v in node]
+        return node
+
+    return decode(tree)
+
+
+def load_algorithm(path: str, config: "AlgorithmConfig | None" = None) -> "Algorithm":
+    """Build the algorithm recorded at ``path`` (with ``config`` if given) and load its state."""
+    meta = read_metadata(path)
+    if meta.get("kind") != "algorithm":
+        raise CheckpointError(f"'{path}' is not an algorithm checkpoint (it holds a "
+                              f"{meta.get('kind')}); load module checkpoints with "
+                              "RLModule.from_checkpoint or restore_from_path(component=...).")
+    if config is None:
+        config = config_from_json(import_class(meta["config_class"]), meta["config"], path)
+    algo = import_class(meta["algorithm_class"])(config)
+    try:
+        algo.restore_from_path(path)
+    except BaseException:
+        algo.stop()
+        raise
+    return algo
+
+
+# ---- the config as JSON -------------------------------------------------------------------
+
+def config_to_json(config: "AlgorithmConfig") -> dict[str, Any]:
+    """Every config attribute as JSON; what cannot be stored becomes an "__unsaved__" marker."""
+    return {key: _to_json(value) for key, value in vars(config).items()}
+
+
+def _to_json(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, gym.Space):
+        return spaces_to_json(value)
+    if isinstance(value, (set, frozenset)):
+        return {"__set__": sorted(_to_json(v) for v in value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {k: _to_json(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__dataclass__": class_path(type(value)),
+                "fields": {f.name: _to_json(getattr(value, f.name))
+                           for f in dataclasses.fields(value)}}
+    if (inspect.isclass(value) or inspect.isfunction(value)) and _importable(value):
+        return {"__object__": class_path(value)}
+    return {"__unsaved__": repr(value)}
+
+
+def _importable(obj: Any) -> bool:
+    try:
+        return import_class(class_path(obj)) is obj
+    except (ImportError, AttributeError):
+        return False
+
+
+def config_from_json(config_class: type, data: Mapping[str, Any], path: str
+                     ) -> "AlgorithmConfig":
+    """Inverse of ``config_to_json``; names the keys a checkpoint could not store."""
+    unsaved: list[str] = []
+
+    def decode(node: Any, key: str) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"__unsaved__"}:
+                unsaved.append(f"{key} ({node['__unsaved__']})")
+                return None
+            if set(node) == {"__object__"}:
+                return import_class(node["__object__"])
+            if set(node) == {"__space__"}:
+                return spaces_from_json(node)
+            if set(node) == {"__set__"}:
+                return set(decode(node["__set__"], key))
+            if set(node) == {"__dataclass__", "fields"}:
+                return import_class(node["__dataclass__"])(**decode(node["fields"], key))
+            return {k: decode(v, f"{key}.{k}") for k, v in node.items()}
+        if isinstance(node, list):
+            return [decode(v, f"{key}[{i}]") for i, v in enumerate(node)]
+        return node
+
+    config = config_class()
+    for key, value in data.items():
+        setattr(config, key, decode(value, key))
+    if unsaved:
+        raise CheckpointError(
+            f"Checkpoint '{path}': the config held values a checkpoint cannot store (lambdas, "
+            f"local functions or other objects): {', '.join(unsaved)}. Pass the config: "
+            "Algorithm.from_checkpoint(path, config=my_config).")
+    return config

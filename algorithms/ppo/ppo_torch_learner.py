@@ -1,0 +1,103 @@
+"""PPOTorchLearner: GAE in build_batch, the clipped-surrogate loss, the adaptive KL coefficient."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from algorithms.ppo.gae import compute_gae
+from learners import TorchLearner, masked_mean
+from learners.batching import group_by_module
+from rlmodules import Columns, ValueFunctionAPI
+from runners.fragment import Fragment
+
+
+class PPOTorchLearner(TorchLearner):
+    """Trains modules that implement ValueFunctionAPI with PPO's loss."""
+
+    @classmethod
+    def rl_module_required_apis(cls) -> list[type]:
+        return [ValueFunctionAPI]
+
+    def build(self) -> None:
+        super().build()
+        self.kl_coeffs = {mid: float(self.config.kl_coeff) for mid in self.module.keys()}
+
+    def build_batch(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
+        """The default batch plus ADVANTAGES and VALUE_TARGETS from GAE on each fragment."""
+        batch = {}
+        for module_id, frags in group_by_module(fragments).items():
+            values = self.compute_values_for_fragments(module_id, frags)
+            advantages, targets = compute_gae(frags, values, self.config.gamma,
+                                              self.config.lambda_)
+            batch[module_id] = self.build_module_batch(module_id, frags, {
+                Columns.ADVANTAGES: advantages, Columns.VALUE_TARGETS: targets})
+            if self.config.normalize_advantages == "batch":
+                module_batch = batch[module_id]
+                module_batch[Columns.ADVANTAGES] = _standardize(
+                    module_batch[Columns.ADVANTAGES], module_batch.get(Columns.LOSS_MASK))
+        return batch
+
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        module = self.module[module_id]
+        mask = batch.get(Columns.LOSS_MASK)  # Only set for sequences of stateful modules.
+        dist_cls = module.get_train_action_dist_cls()
+        dist = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        ratio = torch.exp(dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+
+        advantages = batch[Columns.ADVANTAGES]
+        if config.normalize_advantages == "minibatch":
+            advantages = _standardize(advantages, mask)
+        clipped_ratio = ratio.clamp(1 - config.clip_param, 1 + config.clip_param)
+        policy_loss = -masked_mean(torch.min(ratio * advantages, clipped_ratio * advantages), mask)
+
+        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+        vf_loss = masked_mean(torch.clamp((values - batch[Columns.VALUE_TARGETS]) ** 2,
+                                          0, config.vf_clip_param), mask)
+        entropy = masked_mean(dist.entropy(), mask)
+        total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+
+        if config.use_kl_loss:
+            old_dist = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
+            mean_kl = masked_mean(old_dist.kl(dist), mask)
+            total = total + self.kl_coeffs[module_id] * mean_kl
+            self.log_metric(module_id, "mean_kl_loss", mean_kl)
+        self.log_metric(module_id, "policy_loss", policy_loss)
+        self.log_metric(module_id, "vf_loss", vf_loss)
+        self.log_metric(module_id, "entropy", entropy)
+        return total
+
+    def update(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
+        """An update, then the usual KL-coefficient adaptation towards ``kl_target``."""
+        results = super().update(fragments)
+        if self.config.use_kl_loss:
+            for module_id, metrics in results.items():
+                if "mean_kl_loss" not in metrics:
+                    continue
+                if metrics["mean_kl_loss"] > 2.0 * self.config.kl_target:
+                    self.kl_coeffs[module_id] *= 1.5
+                elif metrics["mean_kl_loss"] < 0.5 * self.config.kl_target:
+                    self.kl_coeffs[module_id] *= 0.5
+                metrics["kl_coeff"] = self.kl_coeffs[module_id]
+        return results
+
+    def get_state(self, components: str | Sequence[str] | None = None) -> dict[str, Any]:
+        """The learner state plus the adapted KL coefficients (whole-state requests only)."""
+        state = super().get_state(components)
+        if components is None:
+            state["kl_coeffs"] = dict(self.kl_coeffs)
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.kl_coeffs.update(state.pop("kl_coeffs", {}))
+        super().set_state(state)
+
+
+def _standardize(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero mean, unit std over the real (unmasked) entries."""
+    mean = masked_mean(x, mask)
+    std = masked_mean((x - mean) ** 2, mask).sqrt()
+    return (x - mean) / (std + 1e-8)

@@ -1,0 +1,54 @@
+"""VPG learners: REINFORCE's loss on returns-to-go, per-module or one shared optimizer."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from algorithms.returns import discounted_cumsum, fragment_ends
+from learners import ALL_MODULES, TorchLearner, masked_mean
+from learners.batching import group_by_module
+from rlmodules import Columns
+from runners.fragment import Fragment
+
+
+class VPGTorchLearner(TorchLearner):
+    """Policy-gradient loss ``-mean(logp(a|s) * G_t)`` with discounted returns-to-go G_t.
+
+    Fragments are complete episodes (VPG samples whole episodes), so G_t needs no bootstrap.
+    """
+
+    def build_batch(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
+        batch = {}
+        for module_id, frags in group_by_module(fragments).items():
+            lengths = [len(f) for f in frags]
+            rewards = np.concatenate([f.columns[Columns.REWARDS] for f in frags])
+            returns = discounted_cumsum(rewards, self.config.gamma, fragment_ends(lengths))
+            if self.config.normalize_returns:
+                returns = (returns - returns.mean()) / (returns.std() + 1e-8)
+            batch[module_id] = self.build_module_batch(module_id, frags, {
+                Columns.RETURNS_TO_GO: np.split(returns, np.cumsum(lengths)[:-1])})
+        return batch
+
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        module = self.module[module_id]
+        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        logp = dist.logp(batch[Columns.ACTIONS])
+        loss = -masked_mean(logp * batch[Columns.RETURNS_TO_GO], batch.get(Columns.LOSS_MASK))
+        self.log_metric(module_id, "policy_loss", loss)
+        return loss
+
+
+class VPGTorchLearnerSharedOptimizer(VPGTorchLearner):
+    """One Adam over every parameter of the MultiRLModule (shared encoder included).
+
+    With one optimizer per module, each policy's optimizer would step the shared encoder
+    on its own; one optimizer takes a single step on the summed gradients instead.
+    """
+
+    def configure_optimizers(self) -> None:
+        params = list(self.module.parameters())
+        self.register_optimizer(ALL_MODULES, torch.optim.Adam(params, lr=self.config.lr), params)

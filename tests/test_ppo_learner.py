@@ -1,0 +1,128 @@
+"""PPOTorchLearner on hand-made fragments: the loss terms, clipping, KL adaptation, state."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from algorithms.ppo import DefaultPPOTorchRLModule, PPOConfig, PPOTorchLearner
+from rlmodules import MultiRLModuleSpec, RLModuleSpec
+from runners.fragment import Fragment
+
+torch.set_num_threads(1)  # Tiny nets: one thread is fastest (and what algorithms use).
+
+OBS = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+ACT = gym.spaces.Discrete(2)
+
+
+def make_learner(**training):
+    config = PPOConfig().training(**{"train_batch_size_per_learner": 256,
+                                     "minibatch_size": 64, **training}).debugging(seed=0)
+    spec = MultiRLModuleSpec(rl_module_specs={"default_policy": RLModuleSpec(
+        module_class=DefaultPPOTorchRLModule, observation_space=OBS, action_space=ACT,
+        model_config={"fcnet_hiddens": [16]})})
+    learner = PPOTorchLearner(config=config, module_spec=spec)
+    learner.build()
+    return learner
+
+
+def bandit_fragments(learner, n=256, seed=0, logp_shift=0.0, reward=1.0):
+    """One-step episodes: action 0 pays ``reward``, action 1 nothing; actions from the policy."""
+    rng = np.random.default_rng(seed)
+    module = learner.module["default_policy"]
+    obs = rng.uniform(-1, 1, (n, 4)).astype(np.float32)
+    with torch.no_grad():
+        logits = module.forward_inference({"obs": torch.from_numpy(obs)})["action_dist_inputs"]
+    dist = torch.distributions.Categorical(logits=logits)
+    actions = dist.sample()
+    logp = dist.log_prob(actions) + logp_shift
+    frags = []
+    for i in range(n):
+        frags.append(Fragment(
+            module_id="default_policy", agent_id=None, episode_id=str(i),
+            columns={"obs": obs[i:i + 1], "actions": actions[i:i + 1].numpy(),
+                     "rewards": np.array([reward if actions[i] == 0 else 0.0], np.float32),
+                     "terminateds": np.array([True]), "truncateds": np.array([False]),
+                     "action_logp": logp[i:i + 1].numpy().astype(np.float32),
+                     "action_dist_inputs": logits[i:i + 1].numpy()},
+            last_obs=obs[i], terminated=True, truncated=False))
+    return frags
+
+
+def prob_of_action_0(learner, seed=1):
+    obs = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (512, 4)).astype(np.float32))
+    with torch.no_grad():
+        logits = learner.module["default_policy"].forward_inference({"obs": obs})[
+            "action_dist_inputs"]
+    return torch.softmax(logits, -1)[:, 0].mean().item()
+
+
+def test_requires_value_function_api():
+    from rlmodules import ValueFunctionAPI
+
+    assert PPOConfig().get_default_learner_class().rl_module_required_apis() == [ValueFunctionAPI]
+
+
+def test_update_prefers_the_rewarded_action_and_reports_every_term():
+    learner = make_learner()
+    before = prob_of_action_0(learner)
+    for i in range(5):
+        results = learner.update(bandit_fragments(learner, seed=i))
+    assert prob_of_action_0(learner) > before + 0.15
+    metrics = results["default_policy"]
+    for key in ("total_loss", "policy_loss", "vf_loss", "entropy", "grad_norm", "lr"):
+        assert isinstance(metrics[key], float), key
+    assert results["__all__"]["num_env_steps_trained"] == 256
+
+
+def test_value_head_learns_the_returns():
+    learner = make_learner(lr=3e-3)
+    first = learner.update(bandit_fragments(learner, seed=0))["default_policy"]["vf_loss"]
+    for i in range(1, 10):
+        last = learner.update(bandit_fragments(learner, seed=i))["default_policy"]["vf_loss"]
+    assert last < 0.5 * first
+
+
+def test_ratios_beyond_the_clip_range_give_no_policy_gradient():
+    # Recorded logp far below the current one: ratio = e^3 >> 1.2 for every sample, so the
+    # clipped term (constant) is the minimum wherever advantages are positive; with
+    # negative advantages the unclipped term would still pull. Rewards of 10 >> V(s) here.
+    learner = make_learner(vf_loss_coeff=0.0, normalize_advantages=None, num_epochs=1)
+    frags = [f for f in bandit_fragments(learner, logp_shift=-3.0, reward=10.0)
+             if f.columns["rewards"][0] > 0]
+    pi_before = [p.clone() for p in learner.module["default_policy"].pi.parameters()]
+    learner.config.train_batch_size_per_learner = len(frags)
+    learner.config.minibatch_size = len(frags)
+    learner.update(frags)
+    for before, after in zip(pi_before, learner.module["default_policy"].pi.parameters()):
+        torch.testing.assert_close(before, after)
+
+
+@pytest.mark.parametrize("target, factor", [(1e-9, 1.5), (1e3, 0.5)])
+def test_kl_coefficient_adapts_towards_the_target(target, factor):
+    learner = make_learner(use_kl_loss=True, kl_coeff=0.2, kl_target=target, lr=1e-2)
+    results = learner.update(bandit_fragments(learner))
+    assert results["default_policy"]["mean_kl_loss"] >= 0.0
+    assert results["default_policy"]["kl_coeff"] == pytest.approx(0.2 * factor)
+    # The adapted coefficient is part of the learner state, so checkpoints keep it.
+    state = learner.get_state()
+    fresh = make_learner(use_kl_loss=True, kl_coeff=0.2, kl_target=target)
+    fresh.set_state(state)
+    assert fresh.kl_coeffs["default_policy"] == pytest.approx(0.2 * factor)
+
+
+def test_minibatch_normalization_also_learns():
+    learner = make_learner(normalize_advantages="minibatch")
+    before = prob_of_action_0(learner)
+    for i in range(5):
+        learner.update(bandit_fragments(learner, seed=i))
+    assert prob_of_action_0(learner) > before + 0.15
+
+
+def test_bad_ppo_keys_are_named():
+    with pytest.raises(ValueError, match="clip_param=-0.1 is invalid"):
+        PPOConfig().training(clip_param=-0.1)
+    with pytest.raises(ValueError, match="normalize_advantages='episode'"):
+        PPOConfig().training(normalize_advantages="episode")
+    with pytest.raises(TypeError, match="unknown key 'lambda'; did you mean 'lambda_'"):
+        PPOConfig().training(**{"lambda": 0.9})
