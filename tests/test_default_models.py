@@ -1,0 +1,341 @@
+"""Default building blocks (encoders, heads) and the default PPO / VPG modules."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from algorithms.ppo.default_ppo_rl_module import DefaultPPOTorchRLModule
+from algorithms.vpg.default_vpg_rl_module import DefaultVPGTorchRLModule
+from rlmodules import Columns, DefaultModelConfig, ValueFunctionAPI
+from rlmodules.distributions import TorchDiagGaussian
+from rlmodules.encoders import CNNEncoder, LSTMEncoder, MLPEncoder, build_encoder
+from rlmodules.heads import PolicyHead, ValueHead
+
+VEC = gym.spaces.Box(-1, 1, (4,))
+IMG = gym.spaces.Box(0, 255, (12, 10, 3), np.uint8)
+DISCRETE = gym.spaces.Discrete(3)
+
+
+def cfg(**kwargs) -> DefaultModelConfig:
+    return DefaultModelConfig(**kwargs)
+
+
+def ppo(obs_space=VEC, act_space=DISCRETE, **model_config) -> DefaultPPOTorchRLModule:
+    return DefaultPPOTorchRLModule(observation_space=obs_space, action_space=act_space,
+                                   model_config=model_config)
+
+
+def lstm_batch(module, obs: torch.Tensor) -> dict:
+    state = {k: v.expand(obs.shape[0], *v.shape) for k, v in module.get_initial_state().items()}
+    return {Columns.OBS: obs, Columns.STATE_IN: state}
+
+
+# ---- encoders ------------------------------------------------------------------------------
+
+def test_mlp_encoder_layers_activation_and_initializers_by_name_or_callable():
+    def ones(tensor, scale):
+        nn.init.constant_(tensor, scale)
+
+    encoder = MLPEncoder(4, cfg(fcnet_hiddens=[8, 5], fcnet_activation="relu",
+                                fcnet_kernel_initializer="constant",
+                                fcnet_kernel_initializer_kwargs={"val": 0.5},
+                                fcnet_bias_initializer=ones,
+                                fcnet_bias_initializer_kwargs={"scale": 2.0}))
+    linears = [m for m in encoder.net if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(4, 8), (8, 5)]
+    assert sum(isinstance(m, nn.ReLU) for m in encoder.net) == 2
+    assert all(torch.all(m.weight == 0.5) and torch.all(m.bias == 2.0) for m in linears)
+    features, state = encoder(torch.zeros(2, 7, 4))  # any leading dims
+    assert features.shape == (2, 7, 5) and state == {} and encoder.output_dim == 5
+    assert MLPEncoder(4, cfg(fcnet_hiddens=[])).output_dim == 4
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("fcnet_activation", "relu6", r"model_config\['fcnet_activation'\] = 'relu6' is not a known"),
+    ("fcnet_kernel_initializer", "glorot", r"'fcnet_kernel_initializer'\] = 'glorot' is neither"),
+    ("fcnet_hiddens", [32, -1], r"'fcnet_hiddens'\] = \[32, -1\]; expected a list of positive"),
+    ("fcnet_hiddens", "64", r"'fcnet_hiddens'\] = '64'"),
+])
+def test_bad_mlp_config_values_name_the_key(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        MLPEncoder(4, cfg(**{key: value}))
+
+
+def test_bad_initializer_kwargs_name_the_key():
+    with pytest.raises(ValueError, match=r"'fcnet_kernel_initializer'\] = 'orthogonal' with "
+                                         r"kwargs \{'gian': 2\} failed"):
+        MLPEncoder(4, cfg(fcnet_kernel_initializer="orthogonal",
+                          fcnet_kernel_initializer_kwargs={"gian": 2}))
+
+
+@pytest.mark.parametrize("filters, out_hw", [
+    ([[4, 3, 2]], (6, 5)),                        # "same": ceil(12/2), ceil(10/2)
+    ([[4, 3, 1, "valid"]], (10, 8)),
+    ([[4, 3, 2, 1]], (6, 5)),                     # int padding: (12+2-3)//2+1, (10+2-3)//2+1
+    ([[4, [3, 1], [2, 1], "valid"]], (5, 10)),    # per-dim kernel and stride
+    ([[4, 3, 2], [6, 3, 2]], (3, 3)),
+])
+def test_cnn_encoder_output_sizes(filters, out_hw):
+    encoder = CNNEncoder(IMG.shape, cfg(conv_filters=filters, conv_activation="silu"))
+    assert encoder.output_dim == filters[-1][0] * out_hw[0] * out_hw[1]
+    features, _ = encoder(torch.randint(0, 255, (2, 3, 12, 10, 3), dtype=torch.uint8))
+    assert features.shape == (2, 3, encoder.output_dim)
+    assert any(isinstance(m, nn.SiLU) for m in encoder.net)
+
+
+def test_cnn_encoder_default_filters_reduce_any_image():
+    encoder = CNNEncoder((7, 7, 1), cfg())
+    assert encoder.output_dim == 128  # 7 -> 4 -> 2 -> 1 -> 1 cells, 128 filters
+    assert encoder(torch.zeros(1, 7, 7, 1))[0].shape == (1, 128)
+
+
+def test_cnn_encoder_reads_channels_last():
+    torch.manual_seed(0)
+    encoder = CNNEncoder((4, 4, 2), cfg(conv_filters=[[1, 1, 1, "valid"]],
+                                        conv_activation="linear"))
+    image = torch.zeros(1, 4, 4, 2)
+    image[0, 1, 2, 1] = 1.0  # row 1, column 2, channel 1
+    conv = [m for m in encoder.net if isinstance(m, nn.Conv2d)][0]
+    out = encoder(image)[0].reshape(4, 4) - conv.bias
+    expected = torch.zeros(4, 4)
+    expected[1, 2] = conv.weight[0, 1, 0, 0]
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("filters, match", [
+    ([[16, 4]], r"'conv_filters'\]\[0\] = \[16, 4\]; expected"),
+    ([[16, 4, 2], [8, 3, 0]], r"'conv_filters'\]\[1\]"),
+    ([[16, 4, 2, "full"]], r"'conv_filters'\]\[0\] = \[16, 4, 2, 'full'\]"),
+    ([[16, 13, 1, "valid"]], r"'conv_filters'\]\[0\].*shrinks the image of shape \(12, 10, 3\)"),
+])
+def test_bad_conv_filters_name_the_entry(filters, match):
+    with pytest.raises(ValueError, match=match):
+        CNNEncoder(IMG.shape, cfg(conv_filters=filters))
+
+
+def test_build_encoder_picks_by_observation_space():
+    assert isinstance(build_encoder(VEC, cfg()), MLPEncoder)
+    assert isinstance(build_encoder(IMG, cfg()), CNNEncoder)
+    wrapped = build_encoder(IMG, cfg(use_lstm=True, lstm_cell_size=8))
+    assert isinstance(wrapped, LSTMEncoder) and isinstance(wrapped.base, CNNEncoder)
+    for space in (gym.spaces.Discrete(4), gym.spaces.Dict({"a": VEC}),
+                  gym.spaces.Box(-1, 1, (3, 3))):
+        with pytest.raises(ValueError, match="FlattenObservations"):
+            build_encoder(space, cfg())
+
+
+def test_lstm_step_by_step_equals_whole_sequence():
+    torch.manual_seed(0)
+    encoder = build_encoder(VEC, cfg(fcnet_hiddens=[8], use_lstm=True, lstm_cell_size=6))
+    initial = encoder.get_initial_state()
+    assert set(initial) == {"h", "c"} and initial["h"].shape == (6,)
+    obs = torch.randn(3, 5, 4)
+    state = {k: v.expand(3, 6) for k, v in initial.items()}
+    whole, final = encoder(obs, state)
+    assert whole.shape == (3, 5, 6)
+    steps = []
+    for t in range(5):  # how a runner acts: T=1, carrying the state
+        out, state = encoder(obs[:, t:t + 1], state)
+        steps.append(out)
+    assert torch.allclose(torch.cat(steps, 1), whole, atol=1e-6)
+    assert torch.allclose(state["h"], final["h"], atol=1e-6)
+
+
+def test_lstm_input_errors_explain_the_expected_layout():
+    encoder = build_encoder(VEC, cfg(fcnet_hiddens=[8], use_lstm=True, lstm_cell_size=6))
+    with pytest.raises(ValueError, match=r"obs must be \[B, T, \*obs_shape\] \(3 dims\), got "
+                                         r"shape \(2, 4\)"):
+        encoder(torch.zeros(2, 4), {"h": torch.zeros(2, 6), "c": torch.zeros(2, 6)})
+    with pytest.raises(ValueError, match=r"no 'state_in'.*'h': \[B, 6\]"):
+        encoder(torch.zeros(2, 1, 4))
+    with pytest.raises(ValueError, match=r"'lstm_cell_size'\] = \[0\]"):
+        build_encoder(VEC, cfg(use_lstm=True, lstm_cell_size=0))
+
+
+# ---- heads ---------------------------------------------------------------------------------
+
+def test_policy_head_output_sizes_per_action_space():
+    features = torch.randn(5, 8)
+    assert PolicyHead(8, DISCRETE, cfg())(features).shape == (5, 3)
+    assert PolicyHead(8, gym.spaces.MultiDiscrete([2, 4]), cfg())(features).shape == (5, 6)
+    box = PolicyHead(8, gym.spaces.Box(-1, 1, (2,)), cfg(head_fcnet_hiddens=[16]))
+    assert box(features).shape == (5, 4)
+    assert sum(isinstance(m, nn.Linear) for m in box.net) == 2
+    for space in (gym.spaces.Box(-1, 1, (2, 2)), gym.spaces.Dict({"a": DISCRETE})):
+        with pytest.raises(ValueError, match="Discrete, MultiDiscrete and 1D Box actions"):
+            PolicyHead(8, space, cfg())
+
+
+def test_policy_output_layer_starts_near_uniform():
+    torch.manual_seed(0)
+    logits = PolicyHead(64, DISCRETE, cfg())(torch.randn(100, 64))
+    assert logits.abs().max() < 0.2
+
+
+def test_free_log_std_is_learned_and_state_independent():
+    head = PolicyHead(8, gym.spaces.Box(-1, 1, (2,)), cfg(free_log_std=True))
+    assert head.net[-1].out_features == 2
+    with torch.no_grad():
+        head.log_std.copy_(torch.tensor([-1.0, 50.0]))
+    out = head(torch.randn(4, 8))
+    assert torch.equal(out[:, 2:], torch.tensor([[-1.0, 20.0]]).expand(4, 2))  # clipped at 20
+    TorchDiagGaussian.from_logits(out).logp(torch.zeros(4, 2)).sum().backward()
+    assert head.log_std.grad is not None
+    with pytest.raises(ValueError, match=r"'free_log_std'\] = True needs Box actions"):
+        PolicyHead(8, DISCRETE, cfg(free_log_std=True))
+
+
+def test_value_head_returns_one_value_per_row():
+    assert ValueHead(8, cfg(head_fcnet_hiddens=[4]))(torch.randn(3, 2, 8)).shape == (3, 2)
+
+
+# ---- default PPO / VPG modules --------------------------------------------------------------
+
+def test_ppo_default_config_and_unknown_key_error():
+    module = ppo()
+    assert isinstance(module, ValueFunctionAPI)
+    assert module.model_config["fcnet_hiddens"] == [256, 256]
+    assert module.model_config["fcnet_activation"] == "tanh"
+    assert isinstance(module.encoder.net[1], nn.Tanh)
+    with pytest.raises(ValueError, match=r"DefaultPPOTorchRLModule: unknown model_config "
+                                         r"key\(s\) \['fcnet_hidden'\]"):
+        ppo(fcnet_hidden=[32])
+
+
+def test_ppo_forward_outputs_and_values():
+    module = ppo(fcnet_hiddens=[16])
+    obs = np.random.randn(6, 4).astype(np.float32)
+    for method in (module.forward_exploration, module.forward_inference):
+        assert set(method({Columns.OBS: obs})) == {Columns.ACTION_DIST_INPUTS}
+    train = module.forward_train({Columns.OBS: obs})
+    assert set(train) == {Columns.ACTION_DIST_INPUTS, Columns.EMBEDDINGS}
+    values = module.compute_values({Columns.OBS: obs}, train[Columns.EMBEDDINGS])
+    assert values.shape == (6,) and values.requires_grad
+    assert torch.allclose(values, module.compute_values({Columns.OBS: obs}))  # numpy batch ok
+
+
+def test_ppo_separate_or_shared_critic_encoder():
+    separate, shared = ppo(fcnet_hiddens=[16]), ppo(fcnet_hiddens=[16], vf_share_layers=True)
+    assert hasattr(separate, "vf_encoder") and not hasattr(shared, "vf_encoder")
+    obs = {Columns.OBS: torch.randn(3, 4)}
+    train = shared.forward_train(obs)
+    assert torch.equal(train[Columns.EMBEDDINGS], shared.encoder(obs[Columns.OBS])[0])
+    critic_features = separate.forward_train(obs)[Columns.EMBEDDINGS]
+    assert torch.equal(critic_features, separate.vf_encoder(obs[Columns.OBS])[0])
+
+
+@pytest.mark.parametrize("act_space, dist_dim", [
+    (DISCRETE, 3), (gym.spaces.MultiDiscrete([2, 5]), 7), (gym.spaces.Box(-2, 2, (3,)), 6)])
+def test_ppo_action_spaces(act_space, dist_dim):
+    module = ppo(act_space=act_space, fcnet_hiddens=[8])
+    out = module.forward_exploration({Columns.OBS: torch.randn(4, 4)})
+    dist = module.get_exploration_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+    assert out[Columns.ACTION_DIST_INPUTS].shape == (4, dist_dim)
+    assert dist.logp(dist.sample()).shape == (4,)
+
+
+def test_ppo_inference_only_drops_the_critic_and_takes_the_full_state():
+    full = ppo(fcnet_hiddens=[8])
+    actor = DefaultPPOTorchRLModule(observation_space=VEC, action_space=DISCRETE,
+                                    model_config={"fcnet_hiddens": [8]}, inference_only=True)
+    assert not any(k.startswith(("vf.", "vf_encoder.")) for k in actor.get_state())
+    assert set(full.get_state(inference_only=True)) == set(actor.get_state())
+    actor.set_state(full.get_state())
+    obs = {Columns.OBS: torch.randn(3, 4)}
+    assert torch.equal(actor.forward_inference(obs)[Columns.ACTION_DIST_INPUTS],
+                       full.forward_inference(obs)[Columns.ACTION_DIST_INPUTS])
+
+
+def test_ppo_lstm_shapes_state_and_shared_recurrent_trunk():
+    module = ppo(obs_space=IMG, fcnet_hiddens=[8], conv_filters=[[4, 3, 2]], use_lstm=True,
+                 lstm_cell_size=8, max_seq_len=5)
+    assert module.model_config["max_seq_len"] == 5 and module.is_stateful()
+    assert not hasattr(module, "vf_encoder")  # the recurrent encoder is always shared
+    obs = torch.randint(0, 255, (2, 5, 12, 10, 3), dtype=torch.uint8)
+    train = module.forward_train(lstm_batch(module, obs))
+    assert train[Columns.ACTION_DIST_INPUTS].shape == (2, 5, 3)
+    assert train[Columns.STATE_OUT]["h"].shape == (2, 8)
+    assert module.compute_values(lstm_batch(module, obs)).shape == (2, 5)
+    step = module.forward_exploration(lstm_batch(module, obs[:, :1]))
+    assert step[Columns.ACTION_DIST_INPUTS].shape == (2, 1, 3)
+    assert set(step[Columns.STATE_OUT]) == {"h", "c"}
+
+
+def test_vpg_is_policy_only():
+    module = DefaultVPGTorchRLModule(observation_space=VEC, action_space=DISCRETE,
+                                     model_config={"fcnet_hiddens": [8]})
+    assert not isinstance(module, ValueFunctionAPI)
+    assert {k.split(".")[0] for k in module.get_state()} == {"encoder", "pi"}
+    out = module.forward_train({Columns.OBS: torch.randn(2, 4)})
+    assert set(out) == {Columns.ACTION_DIST_INPUTS}
+    with pytest.raises(ValueError, match="DefaultVPGTorchRLModule: unknown model_config"):
+        DefaultVPGTorchRLModule(observation_space=VEC, action_space=DISCRETE,
+                                model_config={"hidden": 1})
+
+
+# ---- learning ------------------------------------------------------------------------------
+
+def test_ppo_module_learns_a_contextual_bandit_and_its_values():
+    """Policy gradient with a learned baseline: acting right on sign(obs[0]) pays 1."""
+    torch.manual_seed(0)
+    module = ppo(fcnet_hiddens=[32])
+    optim = torch.optim.Adam(module.parameters(), lr=0.01)
+    dist_cls = module.get_train_action_dist_cls()
+
+    def greedy_accuracy() -> float:
+        obs = torch.randn(512, 4)
+        logits = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        return (logits.argmax(-1) == (obs[:, 0] > 0).long()).float().mean().item()
+
+    before = greedy_accuracy()
+    for _ in range(80):
+        obs = torch.randn(128, 4)
+        out = module.forward_train({Columns.OBS: obs})
+        dist = dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS])
+        actions = dist.sample()
+        rewards = (actions == (obs[:, 0] > 0).long()).float()
+        values = module.compute_values({Columns.OBS: obs}, out[Columns.EMBEDDINGS])
+        advantages = rewards - values.detach()
+        loss = -(dist.logp(actions) * advantages).mean() + ((values - rewards) ** 2).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert greedy_accuracy() > max(0.9, before + 0.2)
+    # Acting greedily earns 1, so the critic should predict close to the policy's success rate.
+    obs = torch.randn(256, 4)
+    assert module.compute_values({Columns.OBS: obs}).mean().item() > 0.7
+
+
+def test_lstm_vpg_module_learns_to_remember_a_cue():
+    """The cue is only in the first observation; the action at the last step must match it."""
+    torch.manual_seed(0)
+    module = DefaultVPGTorchRLModule(
+        observation_space=VEC, action_space=gym.spaces.Discrete(2),
+        model_config={"fcnet_hiddens": [16], "use_lstm": True, "lstm_cell_size": 16})
+    optim = torch.optim.Adam(module.parameters(), lr=0.02)
+
+    def batch(n: int) -> tuple[dict, torch.Tensor]:
+        cue = torch.randint(0, 2, (n,))
+        obs = torch.zeros(n, 6, 4)
+        obs[:, 0, 0] = cue.float() * 2 - 1
+        obs[:, 1:, 1:] = torch.randn(n, 5, 3)  # distractors
+        return lstm_batch(module, obs), cue
+
+    def last_step_accuracy() -> float:
+        b, cue = batch(256)
+        logits = module.forward_inference(b)[Columns.ACTION_DIST_INPUTS][:, -1]
+        return (logits.argmax(-1) == cue).float().mean().item()
+
+    before = last_step_accuracy()
+    for _ in range(80):
+        b, cue = batch(64)
+        logits = module.forward_train(b)[Columns.ACTION_DIST_INPUTS][:, -1]
+        loss = -module.get_train_action_dist_cls().from_logits(logits).logp(cue).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert last_step_accuracy() > max(0.95, before + 0.3)
