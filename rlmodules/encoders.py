@@ -18,7 +18,7 @@ from torch import nn
 
 from rlmodules.columns import Columns
 from rlmodules.default_model_config import DefaultModelConfig
-from rlmodules.layers import activation, initializer, mlp, positive_ints
+from rlmodules.layers import activation, initializer, mlp, positive_int, positive_ints
 
 # Used when conv_filters is None: "same" padding halves H and W per layer, down to 1x1.
 DEFAULT_CONV_FILTERS = [[16, 4, 2], [32, 4, 2], [64, 4, 2], [128, 4, 2]]
@@ -94,7 +94,8 @@ class LSTMEncoder(Encoder):
         super().__init__()
         self.base = base
         self.obs_ndim = obs_ndim
-        (cell,) = positive_ints([cfg.lstm_cell_size], "lstm_cell_size")
+        cell = positive_int(cfg.lstm_cell_size, "lstm_cell_size")
+        positive_int(cfg.max_seq_len, "max_seq_len")  # Read by learners; checked here, once.
         self.lstm = nn.LSTM(base.output_dim, cell, batch_first=True)
         initializer(cfg, "lstm")(self.lstm)
         self.output_dim = cell

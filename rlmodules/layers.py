@@ -72,14 +72,23 @@ def _init_fn(cfg: DefaultModelConfig, key: str) -> Callable[[torch.Tensor], Any]
     return init
 
 
-def positive_ints(values: Any, key: str, allow_empty: bool = True) -> list[int]:
+def positive_int(value: Any, key: str) -> int:
+    """``value`` if it is a positive int, else an error naming ``key``."""
+    if not _is_positive_int(value):
+        raise ValueError(f"model_config['{key}'] = {value!r}; expected a positive int.")
+    return value
+
+
+def positive_ints(values: Any, key: str) -> list[int]:
     """``values`` as a list of positive ints, or an error naming ``key``."""
-    ok = isinstance(values, Sequence) and not isinstance(values, str) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
-    if not ok or (not allow_empty and not values):
-        raise ValueError(f"model_config['{key}'] = {values!r}; expected a list of positive ints"
-                         f"{'' if allow_empty else ' (at least one)'}.")
+    if isinstance(values, str) or not isinstance(values, Sequence) or not all(
+            _is_positive_int(v) for v in values):
+        raise ValueError(f"model_config['{key}'] = {values!r}; expected a list of positive ints.")
     return list(values)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def mlp(input_dim: int, cfg: DefaultModelConfig, prefix: str,
@@ -90,12 +99,14 @@ def mlp(input_dim: int, cfg: DefaultModelConfig, prefix: str,
     ``output_init`` unless the config names a kernel initializer.
     """
     hiddens = positive_ints(getattr(cfg, f"{prefix}_hiddens"), f"{prefix}_hiddens")
+    act_name, act_key = getattr(cfg, f"{prefix}_activation"), f"{prefix}_activation"
+    activation(act_name, act_key)  # Validate even when there are no hidden layers.
     init = initializer(cfg, prefix)
     layers: list[nn.Module] = []
     for size in hiddens:
         layers.append(nn.Linear(input_dim, size))
         init(layers[-1])
-        layers.append(activation(getattr(cfg, f"{prefix}_activation"), f"{prefix}_activation"))
+        layers.append(activation(act_name, act_key))
         input_dim = size
     if output_dim is not None:
         layers.append(nn.Linear(input_dim, output_dim))

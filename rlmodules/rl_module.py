@@ -45,7 +45,7 @@ class RLModule:
         if config is not None:  # Alpha API: a single RLModuleConfig positional argument.
             observation_space = config.observation_space
             action_space = config.action_space
-            inference_only = getattr(config, "inference_only", inference_only)
+            inference_only = config.inference_only
             model_config = config.model_config_dict
             catalog_class = config.catalog_class
         if kwargs:

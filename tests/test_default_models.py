@@ -59,10 +59,11 @@ def test_mlp_encoder_layers_activation_and_initializers_by_name_or_callable():
     ("fcnet_kernel_initializer", "glorot", r"'fcnet_kernel_initializer'\] = 'glorot' is neither"),
     ("fcnet_hiddens", [32, -1], r"'fcnet_hiddens'\] = \[32, -1\]; expected a list of positive"),
     ("fcnet_hiddens", "64", r"'fcnet_hiddens'\] = '64'"),
+    ("head_fcnet_activation", "Tanhh", r"'head_fcnet_activation'\] = 'Tanhh'"),
 ])
 def test_bad_mlp_config_values_name_the_key(key, value, match):
     with pytest.raises(ValueError, match=match):
-        MLPEncoder(4, cfg(**{key: value}))
+        ppo(**{key: value})
 
 
 def test_bad_initializer_kwargs_name_the_key():
@@ -152,8 +153,10 @@ def test_lstm_input_errors_explain_the_expected_layout():
         encoder(torch.zeros(2, 4), {"h": torch.zeros(2, 6), "c": torch.zeros(2, 6)})
     with pytest.raises(ValueError, match=r"no 'state_in'.*'h': \[B, 6\]"):
         encoder(torch.zeros(2, 1, 4))
-    with pytest.raises(ValueError, match=r"'lstm_cell_size'\] = \[0\]"):
+    with pytest.raises(ValueError, match=r"'lstm_cell_size'\] = 0; expected a positive int"):
         build_encoder(VEC, cfg(use_lstm=True, lstm_cell_size=0))
+    with pytest.raises(ValueError, match=r"'max_seq_len'\] = 2.5"):
+        build_encoder(VEC, cfg(use_lstm=True, max_seq_len=2.5))
 
 
 # ---- heads ---------------------------------------------------------------------------------
