@@ -28,11 +28,12 @@ PoliciesToTrain = Collection[str] | Callable[[str, Any], bool] | None
 
 def is_trainable(policies_to_train: PoliciesToTrain, module_id: str,
                  fragments: Sequence[Fragment] | None = None) -> bool:
-    """None trains every module; a collection lists module IDs; a callable decides per ID."""
+    """None trains every module; a collection lists module IDs; a callable decides per ID
+    and batch (without ``fragments``, e.g. at build time, every module may be trained)."""
     if policies_to_train is None:
         return True
     if callable(policies_to_train):
-        return bool(policies_to_train(module_id, fragments))
+        return fragments is None or bool(policies_to_train(module_id, fragments))
     return module_id in policies_to_train
 
 
@@ -53,8 +54,7 @@ def check_required_apis(learner_class: type["Learner"],
     else:
         classes = {mid: type(sub) for mid, sub in module.items()}
     for module_id, cls in classes.items():
-        if cls is None or (not callable(policies_to_train)
-                           and not is_trainable(policies_to_train, module_id)):
+        if cls is None or not is_trainable(policies_to_train, module_id):
             continue
         for api in required:
             if not issubclass(cls, api):
@@ -79,6 +79,11 @@ class Learner:
 
     def __init__(self, *, config: Any, module_spec: MultiRLModuleSpec, learner_index: int = 0,
                  world_size: int = 1) -> None:
+        if not isinstance(module_spec, MultiRLModuleSpec):
+            raise TypeError(
+                f"{type(self).__name__}: module_spec must be a MultiRLModuleSpec, got "
+                f"{type(module_spec).__name__}. Wrap a single RLModuleSpec as "
+                "MultiRLModuleSpec(rl_module_specs={DEFAULT_MODULE_ID: spec}).")
         self.config = config
         self.module_spec = module_spec
         self.learner_index = learner_index
@@ -119,8 +124,7 @@ class Learner:
     def configure_optimizers(self) -> None:
         """One ``configure_optimizers_for_module`` call per module that may be trained."""
         for module_id in self.module.keys():
-            if callable(self.config.policies_to_train) or is_trainable(
-                    self.config.policies_to_train, module_id):
+            if is_trainable(self.config.policies_to_train, module_id):
                 self.configure_optimizers_for_module(module_id, self.config)
 
     def configure_optimizers_for_module(self, module_id: str, config: Any) -> None:
@@ -158,17 +162,16 @@ class Learner:
         trained = [f for frags in groups.values() for f in frags]
         counts = {mid: sum(len(f) for f in frags) for mid, frags in groups.items()}
         self._logged.clear()
-        if trained or self.world_size > 1:
+        if trained or self.world_size > 1:  # Data-parallel peers step even without data.
             batch = self.build_batch(trained) if trained else {}
-            num_minibatches = self._num_minibatches()
+            steps = self.config.num_epochs * self._num_minibatches()
             plans = {mid: self._index(plan) for mid, module_batch in batch.items()
-                     if (plan := self._plan(mid, module_batch, num_minibatches)) is not None}
-            for epoch in range(self.config.num_epochs):
-                for i in range(num_minibatches):
-                    self._update_minibatch({
-                        mid: (map_nested(lambda x: x[plans[mid][i]], module_batch)
-                              if mid in plans else module_batch)
-                        for mid, module_batch in batch.items()})
+                     if (plan := self._plan(mid, module_batch, steps)) is not None}
+            for step in range(steps):
+                self._update_minibatch({
+                    mid: (map_nested(lambda x: x[plans[mid][step]], module_batch)
+                          if mid in plans else module_batch)
+                    for mid, module_batch in batch.items()})
         results = self._metrics_results()
         for mid, count in counts.items():
             results.setdefault(mid, {})["num_module_steps_trained"] = count
@@ -215,14 +218,14 @@ class Learner:
         return max(1, total // size)
 
     def _plan(self, module_id: str, module_batch: dict[str, Any],
-              num_minibatches: int) -> np.ndarray | None:
+              steps: int) -> np.ndarray | None:
         size = self.config.minibatch_size
         max_seq_len = self._max_seq_len[module_id]
         if size is not None and max_seq_len:
             size = max(1, size // max_seq_len)  # Sequences per minibatch.
         rows = len(module_batch[Columns.LOSS_MASK] if max_seq_len else
                    next(v for v in module_batch.values() if not isinstance(v, dict)))
-        return minibatch_plan(rows, size, num_minibatches, self._rng)
+        return minibatch_plan(rows, size, steps, self._rng)
 
     # ---- framework hooks ----------------------------------------------------------------------
 

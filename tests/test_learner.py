@@ -38,12 +38,31 @@ def test_update_lowers_loss_and_reports_metrics_per_module():
     assert all(type(v) in (float, int) for m in last.values() for v in m.values())
 
 
-def test_optimizer_steps_are_epochs_times_minibatches():
+class RecordingLearner(BCLearner):
+    """Remembers which rows (by their unique first obs value) each minibatch held."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen: list[np.ndarray] = []
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        self.seen.append(batch[Columns.OBS][:, 0].numpy().copy())
+        return super().compute_loss_for_module(module_id=module_id, config=config,
+                                               batch=batch, fwd_out=fwd_out)
+
+
+def test_epochs_times_minibatches_steps_cycle_over_all_rows():
     # 100 // 30 = 3 minibatches per epoch, whatever the amount of data (here 80 rows).
-    learner = build_learner(minibatch_size=30, train_batch_size_per_learner=100, num_epochs=2)
-    learner.update(make_fragments(4, 20))
+    learner = build_learner(RecordingLearner, minibatch_size=30, train_batch_size_per_learner=100,
+                            num_epochs=2)
+    fragments = make_fragments(4, 20)
+    learner.update(fragments)
     state = learner.get_state("optimizer")["optimizer"]["default_policy"]["state"]
     assert {float(s["step"]) for s in state.values()} == {6.0}
+    assert [len(rows) for rows in learner.seen] == [30] * 6
+    all_rows = np.concatenate([f.columns[Columns.OBS][:, 0] for f in fragments])
+    uses = [np.sum(np.concatenate(learner.seen) == row) for row in all_rows]
+    assert min(uses) == 2 and max(uses) == 3  # 180 draws over 80 rows, as even as possible
 
 
 class SGDLearner(BCLearner):

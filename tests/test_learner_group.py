@@ -13,14 +13,23 @@ from test_learner_support import (BCLearner, TinyActorCritic, build_learner, mak
                                   make_fragments, spec_for)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_learners(ray_session):
-    """Ray with this file's learner and module classes shipped by value to the actors."""
+    """A list for this module's groups (stopped at its end), on a Ray that ships the test
+    learner and module classes to the actors by value."""
     ray_session.cloudpickle.register_pickle_by_value(test_learner_support)
     groups = []
     yield groups
     for group in groups:
         group.stop()
+
+
+@pytest.fixture(scope="module")
+def dp_group(ray_learners):
+    """Two data-parallel learners whose minibatch is a learner's whole share of the data."""
+    return make_group(ray_learners, spec_for(p0=TinyActorCritic, p1=TinyActorCritic),
+                      num_learners=2, num_epochs=3, minibatch_size=32,
+                      train_batch_size_per_learner=32)
 
 
 def make_group(groups, spec, **config):
@@ -75,15 +84,14 @@ def test_one_ray_learner_trains_and_serves_state(ray_learners):
         k: np.zeros_like(v) for k, v in state["learner"]["rl_module"]["default_policy"].items()}}}})
     assert group.foreach_learner(
         lambda learner: float(abs(learner.module["default_policy"].pi[0].weight).sum())) == [0.0]
+    group.stop()
 
 
-def test_two_data_parallel_learners_stay_identical_and_match_one_learner(ray_learners):
-    spec = spec_for(p0=TinyActorCritic, p1=TinyActorCritic)
+def test_two_data_parallel_learners_stay_identical_and_match_one_learner(dp_group):
+    group, spec = dp_group, spec_for(p0=TinyActorCritic, p1=TinyActorCritic)
     # p1 has a single fragment: only one learner has its data, yet both must step alike.
     fragments = make_fragments(4, 16, "p0") + make_fragments(1, 8, "p1", seed=1)
-    # Minibatch = a learner's whole share, so the two average exactly the full-batch gradient.
-    group = make_group(ray_learners, spec, num_learners=2, num_epochs=3, minibatch_size=32,
-                       train_batch_size_per_learner=32)
+    # Each learner's minibatch is its whole share: the two average the full-batch gradient.
     local = build_learner(spec=spec, num_epochs=3)
     for _ in range(2):
         results = group.update(fragments)
@@ -98,14 +106,20 @@ def test_two_data_parallel_learners_stay_identical_and_match_one_learner(ray_lea
             np.testing.assert_allclose(v, expected[mid][k], rtol=1e-5, atol=1e-6)
     assert not np.array_equal(weights[0]["p1"]["pi.0.weight"],
                               spec.build()["p1"].get_state()["pi.0.weight"])
+    # One fragment in all: learner 1 has no data at all and still joins every all-reduce.
+    group.update(fragments[:1])
+    local.update(fragments[:1])
+    weights = group.foreach_learner(lambda learner: learner.get_weights(["p0"]))
+    for k, v in weights[0]["p0"].items():
+        np.testing.assert_array_equal(v, weights[1]["p0"][k])
+        np.testing.assert_allclose(v, local.get_weights(["p0"])["p0"][k], rtol=1e-5, atol=1e-6)
 
 
-def test_killed_learner_gives_error_naming_it(ray_learners, ray_session):
-    group = make_group(ray_learners, spec_for(default_policy=TinyActorCritic), num_learners=2)
-    group.update(make_fragments(2, 8))
-    ray_session.kill(group._actors[1], no_restart=True)
+def test_killed_learner_gives_error_naming_it(dp_group, ray_session):
+    # Learner 0 waits for its peer inside the gradient all-reduce: the error must not hang.
+    ray_session.kill(dp_group._actors[1], no_restart=True)
     with pytest.raises(RuntimeError, match=r"(?s)learner 1 \(of 2\) died.*Cause: .*ray\.kill"):
-        group.update(make_fragments(2, 8))
+        dp_group.update(make_fragments(2, 8, "p0"))
 
 
 def test_unschedulable_learners_report_requested_and_available_cpus(ray_learners, monkeypatch):
