@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from learners import ALL_MODULES, TorchLearner, check_required_apis
+from learners import ALL_MODULES, check_required_apis
 from learners.batching import concat_fragments, cut_sequences, minibatch_plan
 from rlmodules import Columns, MultiRLModule, MultiRLModuleSpec, RLModuleSpec, TorchRLModule
 from rlmodules.apis import ValueFunctionAPI
@@ -283,3 +283,17 @@ def test_local_learner_group_never_imports_ray():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=str(__import__("pathlib").Path(__file__).parents[1]))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_learner_without_cuda_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match=r"num_gpus_per_learner=1 but learner 0 sees no CUDA"):
+        build_learner(num_gpus_per_learner=1)
+
+
+def test_data_parallel_learner_needs_a_process_group():
+    learner = BCLearner(config=build_learner().config, world_size=2,
+                        module_spec=spec_for(default_policy=TinyActorCritic))
+    with pytest.raises(RuntimeError, match="world_size=2 needs a torch.distributed process group"):
+        learner.build()
