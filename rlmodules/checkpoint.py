@@ -345,8 +345,9 @@ def restore_module(module: Any, path: str | os.PathLike) -> None:
     if is_multi:
         unknown = [mid for mid in meta["module_ids"] if mid not in module]
         if unknown:
-            raise CheckpointError(f"Checkpoint '{path}' has module(s) {unknown} that "
-                                  f"{type(module).__name__} lacks (it holds {list(module.keys())}).")
+            raise CheckpointError(
+                f"Checkpoint '{path}' has module(s) {unknown} that {type(module).__name__} lacks "
+                f"(it holds {list(module.keys())}).")
         for module_id in meta["module_ids"]:
             restore_module(module[module_id], path / module_id)
         return

@@ -72,7 +72,8 @@ class CNNEncoder(Encoder):
             if height < 1 or width < 1:
                 raise ValueError(
                     f"model_config['conv_filters'][{i}] = {entry!r} shrinks the image of shape "
-                    f"{tuple(obs_shape)} to nothing; use smaller kernels/strides or 'same' padding.")
+                    f"{tuple(obs_shape)} to nothing; use smaller kernels or strides, or 'same' "
+                    "padding.")
             conv = nn.Conv2d(channels, num_filters, kernel, stride, padding=padding)
             init(conv)
             layers += [conv, activation(cfg.conv_activation, "conv_activation")]
@@ -107,8 +108,8 @@ class LSTMEncoder(Encoder):
                 state_in: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
         if obs.dim() != self.obs_ndim + 2:
             raise ValueError(
-                f"LSTMEncoder: obs must be [B, T, *obs_shape] ({self.obs_ndim + 2} dims), got shape "
-                f"{tuple(obs.shape)}. Stateful modules take a time dim (T=1 when acting).")
+                f"LSTMEncoder: obs must be [B, T, *obs_shape] ({self.obs_ndim + 2} dims), got "
+                f"shape {tuple(obs.shape)}. Stateful modules take a time dim (T=1 when acting).")
         if state_in is None:
             raise ValueError(
                 f"LSTMEncoder: the batch has no '{Columns.STATE_IN}'; pass {{'h': [B, "

@@ -262,7 +262,7 @@ class RLModuleSpec:
                          model_config=self.model_config, catalog_class=self.catalog_class)
 
     def update(self, other: "RLModuleSpec", override: bool = True) -> None:
-        """Take ``other``'s set fields: all of them, or (override=False) only where ours are None."""
+        """Take ``other``'s set fields; with ``override=False`` only where ours are None."""
         for f in dataclasses.fields(self):
             theirs = getattr(other, f.name)
             if theirs is not None and (override or getattr(self, f.name) is None):

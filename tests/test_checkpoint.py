@@ -106,7 +106,7 @@ def test_single_and_multi_checkpoints_are_not_interchangeable(tmp_path):
     module = ppo()
     module.save_to_path(tmp_path / "single")
     module.as_multi_agent().save_to_path(tmp_path / "multi")
-    with pytest.raises(CheckpointError, match=r"holds a single RLModule.*multi_module\[module_id\]"):
+    with pytest.raises(CheckpointError, match=r"a single RLModule.*multi_module\[module_id\]"):
         ppo().as_multi_agent().restore_from_path(tmp_path / "single")
     with pytest.raises(CheckpointError, match="holds a MultiRLModule, but DefaultPPOTorchRLModule"):
         ppo().restore_from_path(tmp_path / "multi")

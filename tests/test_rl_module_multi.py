@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlmodules import (DEFAULT_MODULE_ID, Columns, MultiRLModule, MultiRLModuleSpec,
-                       RLModuleSpec, TorchRLModule)
+from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModuleSpec, RLModuleSpec, TorchRLModule
 
 
 class Policy(TorchRLModule):
@@ -35,7 +34,7 @@ def test_multi_spec_builds_one_module_per_id_and_is_dict_like():
     assert list(multi.keys()) == ["a", "b"] and "a" in multi and "c" not in multi
     assert len(multi) == 2 and list(multi) == ["a", "b"]
     assert dict(multi.items())["b"] is multi["b"] and multi["b"].pi.out_features == 4
-    with pytest.raises(KeyError, match=r"Module ID 'c' not in MultiRLModule; it holds \['a', 'b'\]"):
+    with pytest.raises(KeyError, match=r"'c' not in MultiRLModule; it holds \['a', 'b'\]"):
         multi["c"]
 
 
