@@ -24,8 +24,12 @@ class EnvRunnerConfig:
     env_config: dict = None
     # The module to act with; missing spaces are filled from the (connector-processed) env.
     rl_module_spec: RLModuleSpec | MultiRLModuleSpec | None = None
-    # Multi-agent routing: agent id -> module id.
+    # Multi-agent routing: agent id -> module id, called as fn(agent_id, episode) where
+    # episode has `id_` (the episode id) and `env_index`; None while specs are completed.
     policy_mapping_fn: Callable[..., str] = default_policy_mapping_fn
+    # Module ids to build when rl_module_spec is a MultiRLModuleSpec holding one shared
+    # RLModuleSpec; None: the ids policy_mapping_fn maps the env's agents to.
+    module_ids: list[str] | None = None
     # env -> connector (e.g. lambda env: FlattenObservations()), or None.
     env_to_module_connector: Callable[[gym.Env], Any] | None = None
     num_env_runners: int = 0
@@ -35,8 +39,10 @@ class EnvRunnerConfig:
     rollout_fragment_length: int = 200
     restart_failed_env_runners: bool = True
     max_num_env_runner_restarts: int = 1000
+    # How long EnvRunnerGroup waits for its Ray actors to be scheduled and built.
+    env_runner_start_timeout_s: float = 120.0
     seed: int | None = None
-    # Torch intra-op threads in each runner process.
+    # Torch intra-op threads in each remote runner process.
     num_torch_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -38,3 +38,18 @@ class Fragment:
     def is_done(self) -> bool:
         """The episode ended inside this fragment (terminated or truncated)."""
         return self.terminated or self.truncated
+
+
+def concat_fragments(pieces: list[Fragment]) -> Fragment:
+    """Consecutive pieces of one agent's trajectory as one fragment (ends as the last piece)."""
+    first, last = pieces[0], pieces[-1]
+    return Fragment(module_id=first.module_id, agent_id=first.agent_id,
+                    episode_id=first.episode_id,
+                    columns=_concat([p.columns for p in pieces]), last_obs=last.last_obs,
+                    terminated=last.terminated, truncated=last.truncated)
+
+
+def _concat(columns: list[Any]) -> Any:
+    if isinstance(columns[0], dict):
+        return {k: _concat([c[k] for c in columns]) for k in columns[0]}
+    return np.concatenate(columns)

@@ -1,0 +1,23 @@
+"""Runners: the acting side. Env runners step envs with an inference-only MultiRLModule and
+return Fragments; EnvRunnerGroup runs one locally or several as Ray actors."""
+
+from runners.config import EnvRunnerConfig
+from runners.env_registry import make_env, register_env
+from runners.env_runner import SingleAgentEnvRunner
+from runners.env_runner_group import EnvRunnerGroup
+from runners.fragment import Fragment
+from runners.module_spec import complete_module_spec
+from runners.multi_agent_env import MultiAgentEnv
+from runners.multi_agent_env_runner import MultiAgentEnvRunner
+
+__all__ = [
+    "EnvRunnerConfig",
+    "EnvRunnerGroup",
+    "Fragment",
+    "MultiAgentEnv",
+    "MultiAgentEnvRunner",
+    "SingleAgentEnvRunner",
+    "complete_module_spec",
+    "make_env",
+    "register_env",
+]

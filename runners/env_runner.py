@@ -1,0 +1,307 @@
+"""Env runners: act in envs with an inference-only MultiRLModule and return Fragments.
+
+``EnvRunner`` holds what every runner shares (seeding, module and weights, metrics, state,
+whole-episode sampling); ``SingleAgentEnvRunner`` steps a gymnasium vector env.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModule
+from runners.action_sampling import ActionSampler
+from runners.config import EnvRunnerConfig
+from runners.connectors import batch_observations
+from runners.env_registry import EnvError, env_creator
+from runners.fragment import Fragment, concat_fragments
+from runners.metrics import RunnerMetrics
+from runners.module_spec import fill_module_spec
+from runners.vector_env import EnvVector
+
+logger = logging.getLogger(__name__)
+
+# Episode-mode sampling gives up once envs raised this many times more than episodes asked for.
+_MAX_ENV_ERRORS_PER_EPISODE = 10
+
+
+class EnvRunner:
+    """Base of the single- and multi-agent runners.
+
+    ``worker_index`` 0 is the in-process runner; remote runners are 1..N. Each derives its own
+    seed (``seed + 1000 * worker_index``, env ``i`` adding ``i``) and seeds torch with it.
+    """
+
+    def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
+        self.config = config
+        self.worker_index = worker_index
+        if worker_index > 0:  # A Ray actor: its own process, sized by num_cpus_per_env_runner.
+            torch.set_num_threads(config.num_torch_threads)
+        self.seed = None if config.seed is None else config.seed + 1000 * worker_index
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        self.metrics = RunnerMetrics()
+        self.weights_seq_no = 0
+        self.connector: Any = None
+        self.module: MultiRLModule | None = None
+        self._make_env = env_creator(config.env)
+
+    @property
+    def num_envs(self) -> int:
+        return self.config.num_envs_per_env_runner
+
+    def _build_module(self, env: Any) -> MultiRLModule:
+        """The connector for ``env``, then the inference-only module for its spaces."""
+        factory = self.config.env_to_module_connector
+        self.connector = factory(env) if factory else None
+        module = fill_module_spec(self.config, env, self.connector).as_inference_only().build()
+        return module.eval()
+
+    # ---- sampling ---------------------------------------------------------------------------
+
+    def sample(self, num_timesteps: int | None = None, num_episodes: int | None = None,
+               explore: bool = True, random_actions: bool = False) -> list[Fragment]:
+        """Fragments of at least ``num_timesteps`` env steps (over all envs; default:
+        rollout_fragment_length per env), or exactly ``num_episodes`` complete episodes.
+
+        Timestep sampling carries episodes on across calls; episode sampling starts every env
+        on a fresh episode and returns each episode whole (one fragment per agent).
+        """
+        if num_timesteps is not None and num_episodes is not None:
+            raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
+        if num_episodes is not None:
+            return self._sample_episodes(num_episodes, explore, random_actions)
+        if num_timesteps is None:
+            num_timesteps = self.config.rollout_fragment_length * self.num_envs
+        steps = max(1, math.ceil(num_timesteps / self.num_envs))
+        return self._collect(steps, explore, random_actions)[0]
+
+    def _sample_episodes(self, num_episodes: int, explore: bool,
+                         random_actions: bool) -> list[Fragment]:
+        self._start_new_episodes()
+        pieces: dict[tuple, list[Fragment]] = {}  # (episode_id, agent_id) -> in order
+        ended: list[str] = []
+        errors_before = self.metrics.env_errors
+        while len(ended) < num_episodes:
+            fragments, ended_now = self._collect(self.config.rollout_fragment_length, explore,
+                                                 random_actions)
+            for fragment in fragments:
+                pieces.setdefault((fragment.episode_id, fragment.agent_id), []).append(fragment)
+            ended += ended_now
+            if self.metrics.env_errors - errors_before > _MAX_ENV_ERRORS_PER_EPISODE * (
+                    num_episodes + 1):
+                raise EnvError(f"EnvRunner {self.worker_index}: the env raised in "
+                               f"{self.metrics.env_errors - errors_before} episodes while "
+                               f"{len(ended)} of {num_episodes} completed; see the logged errors.")
+        keep = set(ended[:num_episodes])
+        return [concat_fragments(p) for (episode_id, _), p in pieces.items() if episode_id in keep]
+
+    def _collect(self, num_steps: int, explore: bool,
+                 random_actions: bool) -> tuple[list[Fragment], list[str]]:
+        """``num_steps`` steps of every env: the fragments, and the ids of episodes that ended."""
+        raise NotImplementedError
+
+    def _start_new_episodes(self) -> None:
+        raise NotImplementedError
+
+    # ---- weights, metrics, state ------------------------------------------------------------
+
+    def set_weights(self, weights: dict[str, dict[str, Any]],
+                    weights_seq_no: int | None = None) -> int:
+        """Load ``{module_id: {param: array}}``; returns the weights version now in use."""
+        self.module.set_state(weights)
+        self.weights_seq_no = self.weights_seq_no + 1 if weights_seq_no is None else weights_seq_no
+        return self.weights_seq_no
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Episode stats over the last 100 episodes and step counts since the last call."""
+        return self.metrics.reduce()
+
+    def get_state(self) -> dict[str, Any]:
+        return {"rl_module": self.module.get_state(),
+                "connector": self.connector.get_state() if self.connector else {},
+                "weights_seq_no": self.weights_seq_no, **self.metrics.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Load any subset of ``get_state()``'s keys."""
+        if "rl_module" in state:
+            self.module.set_state(state["rl_module"])
+        if state.get("connector") and self.connector:
+            self.connector.set_state(state["connector"])
+        self.weights_seq_no = int(state.get("weights_seq_no", self.weights_seq_no))
+        self.metrics.set_state(state)
+
+    def apply(self, fn: Callable[["EnvRunner"], Any]) -> Any:
+        """``fn(self)``: how EnvRunnerGroup.foreach_env_runner reaches remote runners."""
+        return fn(self)
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class SingleAgentEnvRunner(EnvRunner):
+    """Steps ``num_envs_per_env_runner`` copies of a gymnasium env with one batched forward
+    pass per vector step, writing into preallocated [T, num_envs, ...] buffers."""
+
+    def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
+        super().__init__(config, worker_index)
+        self.env = EnvVector(lambda: self._make_env(dict(config.env_config)), self.num_envs)
+        self.module = self._build_module(self.env.envs[0])
+        sub_module = self.module[DEFAULT_MODULE_ID]
+        self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space)
+        self._raw_space = self.env.single_observation_space
+        space = self.connector.recompute_observation_space(self._raw_space) if self.connector \
+            else self._raw_space
+        self._obs_shape, self._obs_dtype = observation_layout(space, env_name=config.env)
+        self._initial_state = sub_module.get_initial_state()
+        self._state = {k: torch.stack([torch.as_tensor(v)] * self.num_envs)
+                       for k, v in self._initial_state.items()}
+        self.env.action_space.seed(self.seed)  # For random_actions.
+        self._obs = np.array(self._to_module(self.env.reset(seed=self.seed)), self._obs_dtype)
+        self._episode_ids = [uuid.uuid4().hex for _ in range(self.num_envs)]
+        self._returns = np.zeros(self.num_envs)
+        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _collect(self, num_steps: int, explore: bool,
+                 random_actions: bool) -> tuple[list[Fragment], list[str]]:
+        T, N = num_steps, self.num_envs
+        obs = np.empty((T + 1, N, *self._obs_shape), self._obs_dtype)
+        obs[0] = self._obs
+        rewards = np.empty((T, N), np.float32)
+        terminateds, truncateds = np.empty((T, N), bool), np.empty((T, N), bool)
+        buf: dict[str, Any] = {Columns.OBS: obs, Columns.REWARDS: rewards,
+                               Columns.TERMINATEDS: terminateds, Columns.TRUNCATEDS: truncateds}
+        if self._state and not random_actions:
+            buf[Columns.STATE_IN] = {k: np.empty((T, *v.shape), v.numpy().dtype)
+                                     for k, v in self._state.items()}
+        module_cols: dict[str, np.ndarray] | None = None  # Allocated after the first forward.
+        starts = [0] * N  # Where each env's current episode piece began in the buffers.
+        pieces: list[tuple] = []  # (env, start, stop, last_obs, terminated, truncated, episode)
+        ended: list[str] = []
+        forward = self._forward_fn(explore)
+        for t in range(T):
+            if random_actions:
+                step_cols = {Columns.ACTIONS: self.env.action_space.sample()}
+            else:
+                step_cols = self._act(forward, obs[t], explore, buf.get(Columns.STATE_IN), t)
+            if module_cols is None:
+                module_cols = {k: np.empty((T, *v.shape), v.dtype) for k, v in step_cols.items()}
+                buf.update(module_cols)
+            elif step_cols.keys() != module_cols.keys():
+                raise ValueError(
+                    f"Module '{DEFAULT_MODULE_ID}' ({type(self._sampler.module).__name__}) "
+                    f"returned {sorted(step_cols)} at step {t} but {sorted(module_cols)} at the "
+                    "first step of this sample() call; return the same keys on every step.")
+            for key, value in step_cols.items():
+                module_cols[key][t] = value
+            next_obs, final_obs, errors = self.env.step(
+                self._sampler.to_env(step_cols[Columns.ACTIONS]), rewards[t], terminateds[t],
+                truncateds[t])
+            obs[t + 1] = self._to_module(next_obs)
+            self._returns += rewards[t]
+            self._lengths += 1
+            for i, err in errors:
+                self._drop_failed_episode(i, err)
+                starts[i] = t + 1
+            for i, raw in final_obs.items():
+                pieces.append((i, starts[i], t + 1, self._to_module_one(raw),
+                               bool(terminateds[t, i]), bool(truncateds[t, i]),
+                               self._episode_ids[i]))
+                ended.append(self._episode_ids[i])
+                starts[i] = t + 1
+                self.metrics.add_episode(self._returns[i], self._lengths[i])
+                self._start_episode(i)
+        self.metrics.add_steps(T * N)
+        self._obs = obs[T].copy()
+        pieces += [(i, starts[i], T, obs[T, i], False, False, self._episode_ids[i])
+                   for i in range(N) if starts[i] < T]
+        return [Fragment(module_id=DEFAULT_MODULE_ID, agent_id=None, episode_id=episode_id,
+                         columns=_piece(buf, i, start, stop), last_obs=last_obs,
+                         terminated=term, truncated=trunc)
+                for i, start, stop, last_obs, term, trunc, episode_id in pieces], ended
+
+    def _forward_fn(self, explore: bool) -> Callable[[dict], dict]:
+        """The sub-module's forward_exploration/forward_inference, batch -> output."""
+        name = "forward_exploration" if explore else "forward_inference"
+        if type(self.module) is MultiRLModule:  # It only routes: skip that layer every step.
+            return getattr(self.module[DEFAULT_MODULE_ID], name)
+        multi_forward = getattr(self.module, name)
+        return lambda batch: multi_forward({DEFAULT_MODULE_ID: batch})[DEFAULT_MODULE_ID]
+
+    def _act(self, forward: Callable[[dict], dict], obs: np.ndarray, explore: bool,
+             state_in: dict | None, t: int) -> dict[str, np.ndarray]:
+        """One batched forward pass on the obs of all envs; the step's module columns."""
+        batch: dict[str, Any] = {Columns.OBS: torch.from_numpy(obs)}
+        if self._state:
+            for key, value in self._state.items():
+                state_in[key][t] = value.numpy()
+            batch = {Columns.OBS: batch[Columns.OBS].unsqueeze(1), Columns.STATE_IN: self._state}
+        out = forward(batch)
+        if self._state:
+            self._state = stateful_output(out, self._sampler.module)
+        return self._sampler.columns(out, explore, self.num_envs)
+
+    def _to_module(self, raw_obs: list[Any]) -> Any:
+        """Module-side observations of all envs (through the connector, if any)."""
+        if self.connector:
+            return self.connector(batch_observations(self._raw_space, raw_obs), self._raw_space)
+        return raw_obs
+
+    def _to_module_one(self, raw: Any) -> np.ndarray:
+        return np.array(self._to_module([raw])[0], dtype=self._obs_dtype)
+
+    def _start_episode(self, i: int) -> None:
+        self._episode_ids[i] = uuid.uuid4().hex
+        self._returns[i] = 0.0
+        self._lengths[i] = 0
+        for key, value in self._state.items():
+            value[i] = torch.as_tensor(self._initial_state[key])
+
+    def _drop_failed_episode(self, i: int, err: Exception) -> None:
+        """Env ``i`` raised in step() and was rebuilt; its unfinished episode is not returned."""
+        logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
+                       "env rebuilt: %r", self.worker_index, i, err)
+        self.metrics.env_errors += 1
+        self._start_episode(i)
+
+    def _start_new_episodes(self) -> None:
+        self._obs = np.array(self._to_module(self.env.reset()), self._obs_dtype)
+        for i in range(self.num_envs):
+            self._start_episode(i)
+
+    def stop(self) -> None:
+        self.env.close()
+
+
+def observation_layout(space: gym.Space, env_name: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and buffer dtype of one module-side observation (floats are kept as float32)."""
+    if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
+                              gym.spaces.MultiBinary)):
+        raise TypeError(
+            f"Env {env_name!r} has observation space {space}, which the runner cannot batch "
+            "into arrays. Configure env_to_module_connector=lambda env: FlattenObservations() "
+            "(runners.connectors) or another connector that returns arrays.")
+    dtype = np.dtype(np.float32) if np.issubdtype(space.dtype, np.floating) else space.dtype
+    return tuple(space.shape), dtype
+
+
+def stateful_output(out: dict[str, Any], module: Any) -> dict[str, torch.Tensor]:
+    """The recurrent state a stateful module returned, checked to be there."""
+    state = out.get(Columns.STATE_OUT)
+    if not isinstance(state, dict) or not state:
+        raise ValueError(
+            f"{type(module).__name__} is stateful (get_initial_state() is not empty) but its "
+            f"forward pass returned no '{Columns.STATE_OUT}' dict (got keys {sorted(out)}); "
+            f"return the next state as {{{Columns.STATE_OUT}: {{key: [B, ...] tensor}}}}.")
+    return state
+
+
+def _piece(buf: dict[str, Any], i: int, start: int, stop: int) -> dict[str, Any]:
+    return {k: _piece(v, i, start, stop) if isinstance(v, dict) else v[start:stop, i]
+            for k, v in buf.items()}

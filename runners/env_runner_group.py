@@ -1,0 +1,268 @@
+"""EnvRunnerGroup: one in-process runner, or N runners as Ray actors that sample in parallel."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Callable
+
+from runners.config import EnvRunnerConfig
+from runners.env_registry import EnvError, env_creator, is_multi_agent
+from runners.env_runner import EnvRunner, SingleAgentEnvRunner
+from runners.fragment import Fragment
+from runners.metrics import aggregate
+from runners.multi_agent_env_runner import MultiAgentEnvRunner
+
+logger = logging.getLogger(__name__)
+
+
+class EnvRunnerGroup:
+    """``num_env_runners=0``: one local runner and Ray is never imported. ``N>0``: N Ray actors
+    (``num_cpus_per_env_runner`` each, worker indices 1..N) and no local runner.
+
+    A remote runner that dies, or whose env fails beyond what the runner repairs itself, is
+    recreated with the last synced weights (``restart_failed_env_runners``, at most
+    ``max_num_env_runner_restarts`` times in total); otherwise the error names the runner.
+    """
+
+    def __init__(self, config: EnvRunnerConfig):
+        self.config = config
+        self._runner_class = MultiAgentEnvRunner if is_multi_agent(config.env, config.env_config) \
+            else SingleAgentEnvRunner
+        self.num_env_runner_restarts = 0
+        self._weights_ref: Any = None  # The last synced weights in Ray's object store.
+        self._weights_seq_no = 0
+        self._in_flight: dict[int, tuple[Any, bool]] = {}  # index -> (sample() ref, explore)
+        self._steps_lifetime = 0
+        self._episodes_lifetime = 0
+        self._actors: list[Any] = []
+        self.local_env_runner: EnvRunner | None = None
+        if config.num_env_runners == 0:
+            self.local_env_runner = self._runner_class(config, worker_index=0)
+        else:
+            # Actors get the env as a creator function: the driver's registrations stay here.
+            self._actor_config = dataclasses.replace(config, env=env_creator(config.env))
+            self._start_actors()
+
+    @property
+    def num_remote_env_runners(self) -> int:
+        return len(self._actors)
+
+    # ---- sampling ---------------------------------------------------------------------------
+
+    def sample(self, num_timesteps: int | None = None, num_episodes: int | None = None,
+               explore: bool = True) -> list[Fragment]:
+        """At least ``num_timesteps`` env steps over all runners (default: one
+        rollout_fragment_length of every env), or exactly ``num_episodes`` whole episodes."""
+        if num_timesteps is not None and num_episodes is not None:
+            raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
+        if self.local_env_runner is not None:
+            return self.local_env_runner.sample(num_timesteps=num_timesteps,
+                                                num_episodes=num_episodes, explore=explore)
+        if num_episodes is not None:
+            return self._sample_episodes(num_episodes, explore)
+        return self._sample_timesteps(num_timesteps, explore)
+
+    def _sample_timesteps(self, num_timesteps: int | None, explore: bool) -> list[Fragment]:
+        """Every idle runner gets another request until the total is reached, so a slow runner
+        does not hold the others back. Requests still running then are collected first by the
+        next call (their data was sampled with at most one older weights version)."""
+        import ray
+
+        cfg, n = self.config, self.num_remote_env_runners
+        per_request = cfg.rollout_fragment_length * cfg.num_envs_per_env_runner
+        total = per_request * n if num_timesteps is None else num_timesteps
+        per_request = min(per_request, math.ceil(total / n))
+        fragments: list[Fragment] = []
+        collected = 0
+        while collected < total:
+            for index, actor in enumerate(self._actors, start=1):
+                if index not in self._in_flight:
+                    ref = actor.sample.remote(num_timesteps=per_request, explore=explore)
+                    self._in_flight[index] = (ref, explore)
+            refs = {ref: index for index, (ref, _) in self._in_flight.items()}
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                index = refs[ref]
+                _, sampled_explore = self._in_flight.pop(index)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:
+                    self._restart_or_raise(index, err)
+                    continue
+                if sampled_explore == explore:  # Else it was asked for by another kind of call.
+                    fragments += result
+                    collected += sum(len(f) for f in result)
+        return fragments
+
+    def _sample_episodes(self, num_episodes: int, explore: bool) -> list[Fragment]:
+        per_runner = math.ceil(num_episodes / self.num_remote_env_runners)
+        results = self._call_all("sample", num_episodes=per_runner, explore=explore)
+        fragments = [f for result in results for f in result]
+        keep = set(list(dict.fromkeys(f.episode_id for f in fragments))[:num_episodes])
+        return [f for f in fragments if f.episode_id in keep]
+
+    # ---- weights, metrics, state ------------------------------------------------------------
+
+    def sync_weights(self, weights: dict[str, dict[str, Any]],
+                     weights_seq_no: int | None = None) -> None:
+        """Every runner loads ``{module_id: {param: array}}``, tagged with ``weights_seq_no``
+        (default: the last one + 1). Remote runners all read one copy in Ray's object store."""
+        self._weights_seq_no = self._weights_seq_no + 1 if weights_seq_no is None \
+            else weights_seq_no
+        seq_no = self._weights_seq_no
+        if self.local_env_runner is not None:
+            self.local_env_runner.set_weights(weights, seq_no)
+        if self._actors:
+            import ray
+
+            self._weights_ref = ray.put(weights)
+            reported = self._call_all("set_weights", self._weights_ref, seq_no)
+            if any(s != seq_no for s in reported):
+                raise RuntimeError(f"EnvRunners report weights versions {reported} after "
+                                   f"syncing version {seq_no}.")
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Metrics of all runners combined (see runners.metrics.aggregate), with lifetime
+        counters that survive runner restarts, and the restart and health counts."""
+        per_runner = self.foreach_env_runner(lambda runner: runner.get_metrics())
+        out = aggregate(per_runner)
+        self._steps_lifetime += out["num_env_steps_sampled"]
+        self._episodes_lifetime += out["num_episodes"]
+        out["num_env_steps_sampled_lifetime"] = self._steps_lifetime
+        out["num_episodes_lifetime"] = self._episodes_lifetime
+        out["num_env_runner_restarts"] = self.num_env_runner_restarts
+        out["num_healthy_env_runners"] = len(per_runner)
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        """Connector state (of the first runner) and counters, for algorithm checkpoints."""
+        first = self.foreach_env_runner(lambda runner: runner.get_state()["connector"])[0]
+        return {"connector": first, "weights_seq_no": self._weights_seq_no,
+                "num_env_steps_sampled_lifetime": self._steps_lifetime,
+                "num_episodes_lifetime": self._episodes_lifetime,
+                "num_env_runner_restarts": self.num_env_runner_restarts}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._weights_seq_no = int(state.get("weights_seq_no", self._weights_seq_no))
+        self._steps_lifetime = int(state.get("num_env_steps_sampled_lifetime",
+                                             self._steps_lifetime))
+        self._episodes_lifetime = int(state.get("num_episodes_lifetime",
+                                                self._episodes_lifetime))
+        self.num_env_runner_restarts = int(state.get("num_env_runner_restarts",
+                                                     self.num_env_runner_restarts))
+        connector_state = state.get("connector")
+        if connector_state:
+            self.foreach_env_runner(lambda runner: runner.set_state(
+                {"connector": connector_state}))
+
+    # ---- running things on every runner -----------------------------------------------------
+
+    def foreach_env_runner(self, fn: Callable[[EnvRunner], Any]) -> list[Any]:
+        """``fn(runner)`` on every runner, local or remote; the results in runner order.
+
+        A remote runner that fails is restarted (if allowed) and left out of the results.
+        """
+        if self.local_env_runner is not None:
+            return [fn(self.local_env_runner)]
+        return self._call_all("apply", fn)
+
+    def _call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """``method(*args, **kwargs)`` on every actor; a failed one is restarted (or raises)
+        and left out of the results."""
+        import ray
+
+        refs = [getattr(actor, method).remote(*args, **kwargs) for actor in self._actors]
+        results = []
+        for index, ref in enumerate(refs, start=1):
+            try:
+                results.append(ray.get(ref))
+            except Exception as err:
+                self._restart_or_raise(index, err)
+        return results
+
+    def stop(self) -> None:
+        """Stop the local runner and kill every actor."""
+        if self.local_env_runner is not None:
+            self.local_env_runner.stop()
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+        self._actors, self._in_flight = [], {}
+
+    # ---- actors -----------------------------------------------------------------------------
+
+    def _new_actor(self, index: int) -> Any:
+        import ray
+
+        actor_class = ray.remote(num_cpus=self.config.num_cpus_per_env_runner,
+                                 max_restarts=0)(self._runner_class)
+        return actor_class.remote(self._actor_config, worker_index=index)
+
+    def _start_actors(self) -> None:
+        import ray
+
+        cfg = self.config
+        wanted = cfg.num_env_runners * cfg.num_cpus_per_env_runner
+        have = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else None
+        if have is not None and wanted > have:
+            raise RuntimeError(self._cpu_message(wanted, have))
+        self._actors = [self._new_actor(i) for i in range(1, cfg.num_env_runners + 1)]
+        ready = [actor.apply.remote(_worker_index) for actor in self._actors]
+        done, _ = ray.wait(ready, num_returns=len(ready), timeout=cfg.env_runner_start_timeout_s)
+        try:
+            if len(done) < len(ready):
+                raise RuntimeError(self._cpu_message(wanted, ray.cluster_resources().get("CPU"),
+                                                     ray.available_resources().get("CPU", 0)))
+            for index, ref in enumerate(ready, start=1):
+                try:
+                    ray.get(ref)
+                except Exception as err:
+                    raise RuntimeError(f"EnvRunner {index} could not start: {err}") from err
+        except BaseException:
+            self.stop()
+            raise
+
+    def _cpu_message(self, wanted: float, have: float, free: float | None = None) -> str:
+        cfg = self.config
+        timing = "" if free is None else (
+            f" ({free} free): not all actors were scheduled within "
+            f"{cfg.env_runner_start_timeout_s}s")
+        return (f"EnvRunnerGroup: {cfg.num_env_runners} env runners x "
+                f"{cfg.num_cpus_per_env_runner} CPUs = {wanted} CPUs requested, but the Ray "
+                f"cluster has {have} CPUs{timing}. Lower num_env_runners or "
+                "num_cpus_per_env_runner (fractions such as 0.5 are fine), or give Ray more CPUs.")
+
+    def _restart_or_raise(self, index: int, err: Exception) -> None:
+        """Recreate runner ``index`` after ``err`` and give it the last synced weights."""
+        import ray
+
+        cfg = self.config
+        cause = getattr(err, "cause", None)
+        restartable = isinstance(err, ray.exceptions.RayActorError) or isinstance(cause, EnvError)
+        why = ("restart_failed_env_runners is False" if not cfg.restart_failed_env_runners else
+               f"max_num_env_runner_restarts={cfg.max_num_env_runner_restarts} reached"
+               if self.num_env_runner_restarts >= cfg.max_num_env_runner_restarts else None)
+        if not restartable or why is not None:
+            self.stop()
+            reason = f" and was not restarted: {why}" if restartable else ""
+            raise RuntimeError(f"EnvRunner {index} failed{reason}. Cause: {err}") from err
+        logger.warning("EnvRunner %d failed and is restarted: %s", index, err)
+        old = self._actors[index - 1]
+        try:
+            ray.kill(old)
+        except Exception:  # Already gone.
+            pass
+        self._in_flight.pop(index, None)
+        actor = self._new_actor(index)
+        if self._weights_ref is not None:
+            actor.set_weights.remote(self._weights_ref, self._weights_seq_no)
+        self._actors[index - 1] = actor
+        self.num_env_runner_restarts += 1
+
+
+def _worker_index(runner: EnvRunner) -> int:
+    return runner.worker_index

@@ -1,0 +1,116 @@
+"""Filling a module spec's spaces from the env, and checking the spaces a user set."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
+from runners.config import EnvRunnerConfig
+from runners.env_registry import make_env
+from runners.multi_agent_env import MultiAgentEnv
+
+
+def complete_module_spec(config: EnvRunnerConfig,
+                         module_ids: list[str] | None = None) -> MultiRLModuleSpec:
+    """The config's module spec as a MultiRLModuleSpec with every sub-spec's spaces filled.
+
+    Builds one env (and the env-to-module connector) to read the spaces. Spaces the user set
+    are kept but must fit the env's. ``module_ids`` (default: ``config.module_ids``, else the
+    ids ``policy_mapping_fn`` maps the env's agents to) expands a single shared sub-spec.
+    """
+    env = make_env(config.env, config.env_config)
+    try:
+        connector = config.env_to_module_connector(env) if config.env_to_module_connector \
+            else None
+        return fill_module_spec(config, env, connector, module_ids)
+    finally:
+        env.close()
+
+
+def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
+                     module_ids: list[str] | None = None) -> MultiRLModuleSpec:
+    """``complete_module_spec`` for an env (and connector) the caller already built."""
+    agent_spaces = _agent_spaces(env, connector)
+    if isinstance(env, MultiAgentEnv):
+        mapping = {aid: config.policy_mapping_fn(aid, None) for aid in env.possible_agents}
+    else:
+        mapping = {None: DEFAULT_MODULE_ID}
+    user = config.rl_module_spec
+    if user is None:
+        raise ValueError("EnvRunnerConfig.rl_module_spec is None; pass an RLModuleSpec (or "
+                         "MultiRLModuleSpec) with module_class set.")
+    ids = module_ids or config.module_ids or list(dict.fromkeys(mapping.values()))
+    if isinstance(user, RLModuleSpec):
+        multi, specs = MultiRLModuleSpec(), {DEFAULT_MODULE_ID: dataclasses.replace(user)}
+    else:
+        multi, specs = user, user.module_specs(ids)
+        specs = {mid: dataclasses.replace(spec) for mid, spec in specs.items()}
+    env_name = getattr(config.env, "__name__", config.env)
+    for agent_id, module_id in mapping.items():
+        if module_id not in specs:
+            who = "A single-agent env acts with" if agent_id is None else \
+                f"policy_mapping_fn maps agent {agent_id!r} to"
+            raise ValueError(f"{who} module '{module_id}', but the module spec only defines "
+                             f"{sorted(specs)}. Add a spec for '{module_id}'"
+                             + (" or change the mapping." if agent_id is not None else "."))
+    for module_id, spec in specs.items():
+        agents = [aid for aid, mid in mapping.items() if mid == module_id]
+        if not agents and isinstance(env, MultiAgentEnv):
+            if spec.observation_space is None or spec.action_space is None:
+                raise ValueError(
+                    f"Module '{module_id}' has no agent mapped to it by policy_mapping_fn "
+                    f"(agents map to {sorted(set(mapping.values()))}), so its spaces cannot be "
+                    "read from the env; set observation_space and action_space in its "
+                    "RLModuleSpec.")
+            continue
+        for agent_id in agents or [None]:
+            obs_space, act_space = agent_spaces[agent_id]
+            who = f"env {env_name!r}" + (f", agent {agent_id!r}" if agent_id is not None else "")
+            spec.observation_space = _fit(spec.observation_space, obs_space, "observation_space",
+                                          module_id, spec, who)
+            spec.action_space = _fit(spec.action_space, act_space, "action_space",
+                                     module_id, spec, who)
+    return dataclasses.replace(multi, rl_module_specs=specs)
+
+
+def spaces_fit(a: gym.Space, b: gym.Space) -> bool:
+    """Same kind and shape (bounds may differ): a module built for ``a`` can take ``b``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, spaces.Discrete):
+        return a.n == b.n
+    if isinstance(a, spaces.MultiDiscrete):
+        return a.nvec.shape == b.nvec.shape and (a.nvec == b.nvec).all()
+    if isinstance(a, spaces.Dict):
+        return a.keys() == b.keys() and all(spaces_fit(a[k], b[k]) for k in a.keys())
+    if isinstance(a, spaces.Tuple):
+        return len(a) == len(b) and all(spaces_fit(x, y) for x, y in zip(a, b))
+    return a.shape == b.shape
+
+
+def _agent_spaces(env: Any, connector: Any) -> dict[Any, tuple[gym.Space, gym.Space]]:
+    """(module-side observation space, action space) per agent id (None: single-agent)."""
+    def observed(space: gym.Space) -> gym.Space:
+        return connector.recompute_observation_space(space) if connector else space
+
+    if isinstance(env, MultiAgentEnv):
+        return {aid: (observed(env.get_observation_space(aid)), env.get_action_space(aid))
+                for aid in env.possible_agents}
+    return {None: (observed(env.observation_space), env.action_space)}
+
+
+def _fit(set_space: gym.Space | None, env_space: gym.Space, name: str, module_id: str,
+         spec: RLModuleSpec, who: str) -> gym.Space:
+    if set_space is None:
+        return env_space
+    if not spaces_fit(set_space, env_space):
+        cls = getattr(spec.module_class, "__name__", spec.module_class)
+        raise ValueError(
+            f"Module '{module_id}' ({cls}) is built for {name} {set_space}, but {who} gives "
+            f"{env_space} (after the env-to-module connector). Leave {name} unset in the "
+            "RLModuleSpec to have it read from the env, or fix the env or connector.")
+    return set_space

@@ -1,0 +1,89 @@
+"""EnvVector: the single-agent runner's copies of one gymnasium env, stepped in one loop.
+
+Unlike gymnasium's SyncVectorEnv it writes rewards and flags straight into the caller's
+arrays, and an env whose ``step()`` raises is replaced by a fresh one instead of failing the
+whole vector; the caller learns which env failed and drops that episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from runners.env_registry import EnvError
+from runners.multi_agent_env import MultiAgentEnv
+
+
+class EnvVector:
+    """``num_envs`` envs from ``make()``; a finished env is reset in the same step."""
+
+    def __init__(self, make: Callable[[], Any], num_envs: int):
+        self._make = make
+        self.envs = [self._new_env() for _ in range(num_envs)]
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+
+    def _new_env(self) -> gym.Env:
+        env = self._make()
+        if isinstance(env, MultiAgentEnv):
+            raise TypeError(f"{type(env).__name__} is a MultiAgentEnv; SingleAgentEnvRunner "
+                            "needs a gymnasium.Env. Use MultiAgentEnvRunner (EnvRunnerGroup "
+                            "picks it by itself).")
+        if not isinstance(env, gym.Env):
+            raise TypeError(f"The env creator returned a {type(env).__name__}, not a "
+                            "gymnasium.Env.")
+        return env
+
+    def reset(self, seed: int | None = None) -> list[Any]:
+        """Reset every env (env ``i`` with ``seed + i``); their observations."""
+        return [env.reset(seed=None if seed is None else seed + i)[0]
+                for i, env in enumerate(self.envs)]
+
+    def step(self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+             truncated: np.ndarray
+             ) -> tuple[list[Any], dict[int, Any], list[tuple[int, Exception]]]:
+        """Step env ``i`` with ``actions[i]``; fills ``rewards``/``terminated``/``truncated``.
+
+        Returns the next observations (the first of a new episode where one ended), the final
+        observations of the episodes that ended ``{env_index: obs}``, and ``(env_index, error)``
+        for every env whose step() raised: that env was rebuilt and reset, and its flags and
+        reward are left False/0.
+        """
+        obs: list[Any] = []
+        final_obs: dict[int, Any] = {}
+        errors: list[tuple[int, Exception]] = []
+        for i, env in enumerate(self.envs):
+            try:
+                o, rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+            except Exception as err:
+                errors.append((i, err))
+                rewards[i], terminated[i], truncated[i] = 0.0, False, False
+                o = self._rebuild(i)
+            else:
+                if terminated[i] or truncated[i]:
+                    final_obs[i] = o
+                    o = self._reset_one(i)
+            obs.append(o)
+        return obs, final_obs, errors
+
+    def _reset_one(self, i: int) -> Any:
+        try:
+            return self.envs[i].reset()[0]
+        except Exception as err:
+            raise EnvError(f"Env {i} raised in reset(): {err!r}") from err
+
+    def _rebuild(self, i: int) -> Any:
+        try:
+            self.envs[i].close()
+        except Exception:  # The env is broken already; closing is best effort.
+            pass
+        self.envs[i] = self._new_env()
+        return self._reset_one(i)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
