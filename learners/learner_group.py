@@ -50,7 +50,7 @@ class LearnerGroup:
             return self._learner.update(fragments)
         shards = split_fragments(fragments, self.num_learners)
         results = self._gather([actor.call.remote("update", shard)
-                                for actor, shard in zip(self._actors, shards)], "update")
+                                for actor, shard in zip(self._remote, shards)], "update")
         return reduce_metrics(results)
 
     # ---- weights and state --------------------------------------------------------------------
@@ -81,13 +81,13 @@ class LearnerGroup:
         import ray
 
         ref = ray.put(state["learner"])  # Into the object store once for all learners.
-        self._gather([a.call.remote("set_state", ref) for a in self._actors], "set_state")
+        self._gather([a.call.remote("set_state", ref) for a in self._remote], "set_state")
 
     def foreach_learner(self, fn: Callable[[Learner], Any]) -> list[Any]:
         """``fn(learner)`` on every learner (in its process); results in learner order."""
         if self.is_local:
             return [fn(self._learner)]
-        return self._gather([a.apply.remote(fn) for a in self._actors], "foreach_learner")
+        return self._gather([a.apply.remote(fn) for a in self._remote], "foreach_learner")
 
     def stop(self) -> None:
         """Free the learner actors (idempotent)."""
@@ -100,10 +100,17 @@ class LearnerGroup:
 
     # ---- Ray plumbing -------------------------------------------------------------------------
 
+    @property
+    def _remote(self) -> list[Any]:
+        if not self._actors:
+            raise RuntimeError("This LearnerGroup was stopped and its learner actors are gone; "
+                               "build a new one.")
+        return self._actors
+
     def _call_first(self, method: str, *args: Any) -> Any:
         if self.is_local:
             return getattr(self._learner, method)(*args)
-        return self._gather([self._actors[0].call.remote(method, *args)], method)[0]
+        return self._gather([self._remote[0].call.remote(method, *args)], method)[0]
 
     def _start_actors(self, learner_class: type[Learner], module_spec: MultiRLModuleSpec) -> None:
         import ray

@@ -85,6 +85,8 @@ def test_one_ray_learner_trains_and_serves_state(ray_learners):
     assert group.foreach_learner(
         lambda learner: float(abs(learner.module["default_policy"].pi[0].weight).sum())) == [0.0]
     group.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        group.update(fragments)
 
 
 def test_two_data_parallel_learners_stay_identical_and_match_one_learner(dp_group):
