@@ -110,18 +110,23 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     directory = Path(directory)
     file = directory / METADATA_FILE
     if not file.is_file():
-        what = "does not exist" if not directory.exists() else f"has no {METADATA_FILE} (not a " \
-            "checkpoint, or an interrupted save)"
+        if directory.exists():
+            what = f"has no {METADATA_FILE} (not a checkpoint, or an interrupted save)"
+        else:
+            backups = sorted(directory.parent.glob(f".{directory.name}.old-*"))
+            what = "does not exist" + (f"; a save interrupted while swapping directories left "
+                                       f"the previous checkpoint at '{backups[-1]}'" if backups
+                                       else "")
         raise FileNotFoundError(f"Checkpoint '{directory}' {what}.")
     try:
         meta = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"Checkpoint '{directory}': {METADATA_FILE} is corrupt ({err}).") \
+        version = meta["format_version"]
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as err:
+        raise CheckpointError(f"Checkpoint '{directory}': {METADATA_FILE} is corrupt ({err!r}).") \
             from err
-    if not isinstance(meta, dict) or meta.get("format_version", FORMAT_VERSION + 1) > \
-            FORMAT_VERSION:
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"Checkpoint '{directory}' has format version {meta.get('format_version')!r}; this "
+            f"Checkpoint '{directory}' has format version {version!r}; this "
             f"code reads up to version {FORMAT_VERSION}. Update the package to load it.")
     return meta
 

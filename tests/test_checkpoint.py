@@ -248,10 +248,17 @@ def test_crash_mid_save_leaves_the_old_checkpoint_and_nothing_that_looks_valid(t
 # ---- bad checkpoints -----------------------------------------------------------------------
 
 def test_missing_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"Checkpoint '.*nowhere' does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"Checkpoint '.*nowhere' does not exist\.$"):
         RLModule.from_checkpoint(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match=r"nowhere' does not exist"):
         ppo().restore_from_path(tmp_path / "nowhere")
+
+
+def test_missing_checkpoint_points_to_the_backup_of_an_interrupted_swap(tmp_path):
+    ppo().save_to_path(tmp_path / "m")
+    os.rename(tmp_path / "m", tmp_path / ".m.old-1234abcd")  # crash between the two renames
+    with pytest.raises(FileNotFoundError, match=r"previous checkpoint at '.*\.m\.old-1234abcd'"):
+        RLModule.from_checkpoint(tmp_path / "m")
 
 
 def test_truncated_weights_name_the_file(tmp_path):
@@ -272,9 +279,10 @@ def test_corrupt_or_newer_metadata_is_an_error_naming_the_path(tmp_path):
     meta_file.write_text(json.dumps({**meta, "format_version": ckpt.FORMAT_VERSION + 1}))
     with pytest.raises(CheckpointError, match=r"'.*m' has format version 2"):
         RLModule.from_checkpoint(tmp_path / "m")
-    meta_file.write_text('{"kind": "rl_mod')
-    with pytest.raises(CheckpointError, match=r"'.*m': metadata.json is corrupt"):
-        RLModule.from_checkpoint(tmp_path / "m")
+    for text in ('{"kind": "rl_mod', '[1, 2]', '{"kind": "rl_module"}'):
+        meta_file.write_text(text)
+        with pytest.raises(CheckpointError, match=r"'.*m': metadata.json is corrupt"):
+            RLModule.from_checkpoint(tmp_path / "m")
 
 
 def test_shape_mismatch_names_path_parameter_and_both_shapes(tmp_path):
