@@ -26,10 +26,10 @@ def ray_learners(ray_session):
 
 @pytest.fixture(scope="module")
 def dp_group(ray_learners):
-    """Two data-parallel learners whose minibatch is a learner's whole share of the data."""
+    """Two unseeded data-parallel learners whose minibatch is a learner's whole data share."""
     return make_group(ray_learners, spec_for(p0=TinyActorCritic, p1=TinyActorCritic),
                       num_learners=2, num_epochs=3, minibatch_size=32,
-                      train_batch_size_per_learner=32)
+                      train_batch_size_per_learner=32, seed=None)
 
 
 def make_group(groups, spec, **config):
@@ -89,32 +89,38 @@ def test_one_ray_learner_trains_and_serves_state(ray_learners):
         group.update(fragments)
 
 
+def assert_learners_identical(group):
+    weights = group.foreach_learner(lambda learner: learner.get_weights())
+    for mid, params in weights[0].items():
+        for k, v in params.items():
+            np.testing.assert_array_equal(v, weights[1][mid][k])
+    return weights[0]
+
+
 def test_two_data_parallel_learners_stay_identical_and_match_one_learner(dp_group):
-    group, spec = dp_group, spec_for(p0=TinyActorCritic, p1=TinyActorCritic)
+    group = dp_group
+    initial = assert_learners_identical(group)  # Unseeded: rank 0's weights were broadcast.
+    local = build_learner(spec=spec_for(p0=TinyActorCritic, p1=TinyActorCritic), num_epochs=3)
+    local.set_state(group.get_state()["learner"])
     # p1 has a single fragment: only one learner has its data, yet both must step alike.
     fragments = make_fragments(4, 16, "p0") + make_fragments(1, 8, "p1", seed=1)
     # Each learner's minibatch is its whole share: the two average the full-batch gradient.
-    local = build_learner(spec=spec, num_epochs=3)
     for _ in range(2):
         results = group.update(fragments)
         local.update(fragments)
     assert results["p0"]["num_module_steps_trained"] == 64
     assert results["p1"]["num_module_steps_trained"] == 8
-    weights = group.foreach_learner(lambda learner: learner.get_weights())
-    expected = local.get_weights()
+    weights, expected = assert_learners_identical(group), local.get_weights()
     for mid in ("p0", "p1"):
-        for k, v in weights[0][mid].items():
-            np.testing.assert_array_equal(v, weights[1][mid][k])
+        assert not np.array_equal(weights[mid]["pi.0.weight"], initial[mid]["pi.0.weight"])
+        for k, v in weights[mid].items():
             np.testing.assert_allclose(v, expected[mid][k], rtol=1e-5, atol=1e-6)
-    assert not np.array_equal(weights[0]["p1"]["pi.0.weight"],
-                              spec.build()["p1"].get_state()["pi.0.weight"])
     # One fragment in all: learner 1 has no data at all and still joins every all-reduce.
     group.update(fragments[:1])
     local.update(fragments[:1])
-    weights = group.foreach_learner(lambda learner: learner.get_weights(["p0"]))
-    for k, v in weights[0]["p0"].items():
-        np.testing.assert_array_equal(v, weights[1]["p0"][k])
-        np.testing.assert_allclose(v, local.get_weights(["p0"])["p0"][k], rtol=1e-5, atol=1e-6)
+    weights, expected = assert_learners_identical(group), local.get_weights()
+    for k, v in weights["p0"].items():
+        np.testing.assert_allclose(v, expected["p0"][k], rtol=1e-5, atol=1e-6)
 
 
 def test_killed_learner_gives_error_naming_it(dp_group, ray_session):
