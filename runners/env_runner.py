@@ -56,10 +56,12 @@ class EnvRunner:
     def num_envs(self) -> int:
         return self.config.num_envs_per_env_runner
 
+    def _module_observation_space(self, space: gym.Space) -> gym.Space:
+        """What the module sees of an env observation space: after the connector, if any."""
+        return self.connector.recompute_observation_space(space) if self.connector else space
+
     def _build_module(self, env: Any) -> MultiRLModule:
-        """The connector for ``env``, then the inference-only module for its spaces."""
-        factory = self.config.env_to_module_connector
-        self.connector = factory(env) if factory else None
+        """The inference-only module for ``env``'s spaces as the connector presents them."""
         module = fill_module_spec(self.config, env, self.connector).as_inference_only().build()
         return module.eval()
 
@@ -152,13 +154,13 @@ class SingleAgentEnvRunner(EnvRunner):
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         super().__init__(config, worker_index)
         self.env = EnvVector(lambda: self._make_env(dict(config.env_config)), self.num_envs)
+        self.connector = make_connector(config, self.env.envs[0])
+        self._raw_space = self.env.single_observation_space
+        self._obs_shape, self._obs_dtype = observation_layout(
+            self._module_observation_space(self._raw_space), env_name=config.env)
         self.module = self._build_module(self.env.envs[0])
         sub_module = self.module[DEFAULT_MODULE_ID]
         self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space)
-        self._raw_space = self.env.single_observation_space
-        space = self.connector.recompute_observation_space(self._raw_space) if self.connector \
-            else self._raw_space
-        self._obs_shape, self._obs_dtype = observation_layout(space, env_name=config.env)
         self._initial_state = sub_module.get_initial_state()
         self._state = {k: torch.stack([torch.as_tensor(v)] * self.num_envs)
                        for k, v in self._initial_state.items()}
@@ -277,6 +279,12 @@ class SingleAgentEnvRunner(EnvRunner):
 
     def stop(self) -> None:
         self.env.close()
+
+
+def make_connector(config: EnvRunnerConfig, env: Any) -> Any:
+    """The env-to-module connector ``config`` asks for (None if none)."""
+    factory = config.env_to_module_connector
+    return factory(env) if factory else None
 
 
 def observation_layout(space: gym.Space, env_name: Any) -> tuple[tuple[int, ...], np.dtype]:

@@ -37,6 +37,9 @@ class MultiAgentCartPole(MultiAgentEnv):
     def step(self, action_dict: dict[int, Any]):
         obs, rewards, terminateds, truncateds, infos = {}, {}, {}, {}, {}
         for i, action in action_dict.items():
+            if i not in self.agents:
+                raise KeyError(f"MultiAgentCartPole: agent {i!r} is done or unknown; only the "
+                               f"agents in the last observations act ({self.agents}).")
             obs[i], rewards[i], terminateds[i], truncateds[i], infos[i] = \
                 self._games[i].step(action)
             if terminateds[i] or truncateds[i]:

@@ -15,7 +15,8 @@ from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
 from runners.connectors import batch_observations
 from runners.env_registry import EnvError
-from runners.env_runner import EnvRunner, observation_layout, stateful_output
+from runners.env_runner import (EnvRunner, make_connector, observation_layout,
+                                stateful_output)
 from runners.fragment import Fragment
 from runners.multi_agent_env import MultiAgentEnv
 
@@ -94,11 +95,15 @@ class MultiAgentEnvRunner(EnvRunner):
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         super().__init__(config, worker_index)
         envs = [self._new_env() for _ in range(self.num_envs)]
+        self.connector = make_connector(config, envs[0])
+        self._obs_dtypes = {  # agent id -> buffer dtype; also rejects spaces it cannot batch.
+            aid: observation_layout(self._module_observation_space(
+                envs[0].get_observation_space(aid)), env_name=config.env)[1]
+            for aid in envs[0].possible_agents}
         self.module = self._build_module(envs[0])
         self._samplers = {mid: ActionSampler(m, mid, m.action_space)
                           for mid, m in self.module.items()}
         self._initial_states = {mid: m.get_initial_state() for mid, m in self.module.items()}
-        self._agent_spaces: dict[Hashable, tuple] = {}  # agent id -> (raw space, buffer dtype)
         self._slots = [_Slot(env, EpisodeRef(uuid.uuid4().hex, i)) for i, env in enumerate(envs)]
         for i, slot in enumerate(self._slots):
             self._reset(slot, seed=None if self.seed is None else self.seed + i)
@@ -246,16 +251,10 @@ class MultiAgentEnvRunner(EnvRunner):
         return module_id
 
     def _to_module(self, slot: _Slot, agent_id: Hashable, raw: Any) -> np.ndarray:
-        if agent_id not in self._agent_spaces:
-            space = slot.env.get_observation_space(agent_id)
-            module_space = self.connector.recompute_observation_space(space) if self.connector \
-                else space
-            self._agent_spaces[agent_id] = (space, observation_layout(
-                module_space, env_name=self.config.env)[1])
-        space, dtype = self._agent_spaces[agent_id]
         if self.connector:
+            space = slot.env.get_observation_space(agent_id)
             return self.connector(batch_observations(space, [raw]), space)[0]
-        return np.asarray(raw, dtype=dtype)
+        return np.asarray(raw, dtype=self._obs_dtypes[agent_id])
 
     def _reset(self, slot: _Slot, seed: int | None = None) -> None:
         """Start a new episode in ``slot`` (its open tracks are dropped)."""
