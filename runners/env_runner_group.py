@@ -46,6 +46,11 @@ class EnvRunnerGroup:
             self._start_actors()
 
     @property
+    def remote_env_runners(self) -> list[Any]:
+        """The Ray actor handles, in worker-index order (empty in local mode)."""
+        return list(self._actors)
+
+    @property
     def num_remote_env_runners(self) -> int:
         return len(self._actors)
 
@@ -241,7 +246,7 @@ class EnvRunnerGroup:
         import ray
 
         cfg = self.config
-        cause = getattr(err, "cause", None)
+        cause = getattr(err, "cause", None) or err  # A task error wraps what the runner raised.
         restartable = isinstance(err, ray.exceptions.RayActorError) or isinstance(cause, EnvError)
         why = ("restart_failed_env_runners is False" if not cfg.restart_failed_env_runners else
                f"max_num_env_runner_restarts={cfg.max_num_env_runner_restarts} reached"
@@ -249,7 +254,8 @@ class EnvRunnerGroup:
         if not restartable or why is not None:
             self.stop()
             reason = f" and was not restarted: {why}" if restartable else ""
-            raise RuntimeError(f"EnvRunner {index} failed{reason}. Cause: {err}") from err
+            raise RuntimeError(f"EnvRunner {index} failed{reason}. Cause: "
+                               f"{type(cause).__name__}: {cause}") from err
         logger.warning("EnvRunner %d failed and is restarted: %s", index, err)
         old = self._actors[index - 1]
         try:
