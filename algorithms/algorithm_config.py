@@ -69,9 +69,9 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                                           and len(v) > 0 and all(isinstance(p, str) for p in v)),
                  "a non-empty set of module ID strings"),
     "policy_mapping_fn": (callable, "a callable (agent_id, episode, **kwargs) -> module ID"),
-    "policies_to_train": (lambda v: v is None or (isinstance(v, Collection)
-                                                   and not isinstance(v, str)),
-                          "None (all policies) or a collection of module IDs"),
+    "policies_to_train": (lambda v: v is None or callable(v) or (
+        isinstance(v, Collection) and not isinstance(v, str)),
+        "None (all policies), a collection of module IDs or a callable"),
     "seed": (lambda v: v is None or is_int(v), "None or an int"),
     "restart_failed_env_runners": (lambda v: isinstance(v, bool), "a bool"),
     "max_num_env_runner_restarts": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
@@ -113,7 +113,7 @@ class AlgorithmConfig:
         # multi_agent()
         self.policies: set[str] | None = None
         self.policy_mapping_fn: Callable[..., str] = default_policy_mapping_fn
-        self.policies_to_train: set[str] | None = None
+        self.policies_to_train: set[str] | Callable[..., bool] | None = None
         # debugging()
         self.seed: int | None = None
         # fault_tolerance()
@@ -179,14 +179,20 @@ class AlgorithmConfig:
                     policy_mapping_fn: Callable[..., str] = NotProvided,
                     policies_to_train: Collection[str] | None = NotProvided,
                     **unknown: Any) -> "AlgorithmConfig":
-        """Module IDs to train and which agent acts with which module."""
+        """Module IDs to train and which agent acts with which module.
+
+        ``policies_to_train``: None (all), a collection of module IDs, or a callable
+        ``(module_id, fragments) -> bool``.
+        """
         if isinstance(policies, Mapping):  # {module_id: spec-or-None} as in older APIs.
-            policies = set(policies)
-        return self._set("multi_agent", unknown,
-                         policies=policies if policies is NotProvided else set(policies),
-                         policy_mapping_fn=policy_mapping_fn,
-                         policies_to_train=policies_to_train if policies_to_train in (
-                             NotProvided, None) else set(policies_to_train))
+            policies = list(policies)
+        self._set("multi_agent", unknown, policies=policies, policy_mapping_fn=policy_mapping_fn,
+                  policies_to_train=policies_to_train)
+        if policies is not NotProvided:
+            self.policies = set(policies)
+        if policies_to_train not in (NotProvided, None) and not callable(policies_to_train):
+            self.policies_to_train = set(policies_to_train)
+        return self
 
     def debugging(self, *, seed: int | None = NotProvided, **unknown: Any) -> "AlgorithmConfig":
         """``seed`` makes sampling and network initialization reproducible."""
@@ -284,7 +290,7 @@ class AlgorithmConfig:
             length = max(1, math.ceil(self.total_train_batch_size / per_call))
         return EnvRunnerConfig(
             env=self.env, env_config=dict(self.env_config), rl_module_spec=rl_module_spec,
-            policy_mapping_fn=self.policy_mapping_fn,
+            policy_mapping_fn=self.policy_mapping_fn, module_ids=self.module_ids(),
             env_to_module_connector=self.env_to_module_connector,
             num_env_runners=self.num_env_runners,
             num_envs_per_env_runner=self.num_envs_per_env_runner,
@@ -306,8 +312,8 @@ class AlgorithmConfig:
                 f"{name}: minibatch_size ({self.minibatch_size}) is larger than "
                 f"train_batch_size_per_learner ({self.train_batch_size_per_learner}); lower "
                 "minibatch_size or raise the batch size in .training().")
-        if self.policies_to_train and self.policies and not set(self.policies_to_train) <= set(
-                self.policies):
+        if isinstance(self.policies_to_train, set) and self.policies and not (
+                self.policies_to_train <= self.policies):
             raise ValueError(
                 f"{name}: policies_to_train {sorted(self.policies_to_train)} names modules that "
                 f"are not among policies {sorted(self.policies)}.")

@@ -54,8 +54,10 @@ class PPOTorchLearner(TorchLearner):
         policy_loss = -masked_mean(torch.min(ratio * advantages, clipped_ratio * advantages), mask)
 
         values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
-        vf_loss = masked_mean(torch.clamp((values - batch[Columns.VALUE_TARGETS]) ** 2,
-                                          0, config.vf_clip_param), mask)
+        vf_error = (values - batch[Columns.VALUE_TARGETS]) ** 2
+        if config.vf_clip_param is not None:
+            vf_error = vf_error.clamp(max=config.vf_clip_param)
+        vf_loss = masked_mean(vf_error, mask)
         entropy = masked_mean(dist.entropy(), mask)
         total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
 

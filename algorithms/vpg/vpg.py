@@ -23,7 +23,8 @@ class VPGConfig(AlgorithmConfig):
 
     def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
         super().__init__(algo_class=algo_class or VPG)
-        self.num_envs_per_env_runner = 4
+        self.num_envs_per_env_runner = 8
+        self.rollout_fragment_length = 50  # Steps per env between checks for enough episodes.
         self.lr = 1e-2
         self.minibatch_size = None  # One gradient step on the whole batch of episodes.
         # VPG's own keys.

@@ -1,0 +1,128 @@
+"""Algorithm in local mode: train() results, learning, weight sync, get_module, multi-agent."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from algorithms.ppo import PPOConfig
+from algorithms.vpg import VPGConfig
+from runners.envs import MultiAgentCartPole
+
+
+def train_until(algo, num_steps):
+    first = None
+    while True:
+        result = algo.train()
+        first = first or result
+        if result["num_env_steps_sampled_lifetime"] >= num_steps:
+            return first, result
+
+
+def weights_equal(a, b):
+    assert a.keys() == b.keys()
+    for mid in a:
+        assert a[mid].keys() == b[mid].keys(), mid
+        for name in a[mid]:
+            np.testing.assert_array_equal(a[mid][name], b[mid][name], err_msg=f"{mid}/{name}")
+
+
+def test_ppo_learns_cartpole_and_reports_results():
+    algo = PPOConfig().environment("CartPole-v1").debugging(seed=1).build_algo()
+    try:
+        first, last = train_until(algo, 20_000)
+        assert last["env_runners"]["episode_return_mean"] > max(
+            100.0, 3 * first["env_runners"]["episode_return_mean"])
+        assert last["training_iteration"] == 10
+        assert last["num_env_steps_sampled_lifetime"] == 20_000
+        assert set(last["timers"]) == {"sample_s", "learn_s", "sync_s", "iteration_s"}
+        losses = last["learners"]["default_policy"]
+        assert {"total_loss", "policy_loss", "vf_loss", "entropy", "grad_norm"} <= set(losses)
+        assert last["learners"]["__all__"]["num_env_steps_trained"] == 2000
+        # After the sync the runner acts with exactly the learner's weights.
+        weights_equal(algo.env_runner_group.local_env_runner.module.get_state(),
+                      algo.learner_group.get_weights(inference_only=True))
+        assert algo.env_runner_group.local_env_runner.weights_seq_no == 11  # build + 10 syncs
+        # Local learner: get_module is its (full) module, value function included.
+        assert hasattr(algo.get_module(), "vf") and algo.get_module("no_such_id") is None
+    finally:
+        algo.stop()
+
+
+def test_vpg_learns_cartpole_from_whole_episodes():
+    algo = VPGConfig().environment("CartPole-v1").debugging(seed=0).build_algo()
+    try:
+        first = algo.train()
+        # Exactly num_episodes_per_train_batch complete episodes per update.
+        assert first["learners"]["__all__"]["num_env_steps_trained"] < first[
+            "num_env_steps_sampled_lifetime"]
+        _, last = train_until(algo, 25_000)
+        assert last["env_runners"]["episode_return_mean"] > 2.5 * first["env_runners"][
+            "episode_return_mean"]
+    finally:
+        algo.stop()
+
+
+def test_multi_agent_ppo_trains_two_policies_independently():
+    config = (PPOConfig()
+              .environment(MultiAgentCartPole, env_config={"num_agents": 2})
+              .multi_agent(policies={"p0", "p1"},
+                           policy_mapping_fn=lambda agent_id, episode, **kw: f"p{agent_id}")
+              .rl_module(model_config={"fcnet_hiddens": [32, 32]})
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        learner = algo.learner_group.foreach_learner(lambda l: l)[0]
+        assert sorted(learner._optimizers) == ["p0", "p1"]  # One optimizer per module.
+        first, last = train_until(algo, 16_000)
+        assert {"p0", "p1"} <= set(last["learners"])
+        assert last["learners"]["p0"]["num_module_steps_trained"] > 0
+        assert last["env_runners"]["episode_return_mean"] > 2 * first["env_runners"][
+            "episode_return_mean"]
+        weights_equal(algo.env_runner_group.local_env_runner.module.get_state(),
+                      algo.learner_group.get_weights(inference_only=True))
+    finally:
+        algo.stop()
+
+
+def test_policies_to_train_leaves_the_others_untouched():
+    config = (PPOConfig()
+              .environment(MultiAgentCartPole, env_config={"num_agents": 2})
+              .multi_agent(policies={"p0", "p1"}, policies_to_train=["p0"],
+                           policy_mapping_fn=lambda agent_id, episode, **kw: f"p{agent_id}")
+              .training(train_batch_size_per_learner=500, minibatch_size=250))
+    algo = config.build_algo()
+    try:
+        before = algo.learner_group.get_weights(inference_only=False)
+        algo.train()
+        after = algo.learner_group.get_weights(inference_only=False)
+        weights_equal({"p1": before["p1"]}, {"p1": after["p1"]})
+        assert any(not np.array_equal(before["p0"][k], after["p0"][k]) for k in before["p0"])
+    finally:
+        algo.stop()
+
+
+def test_local_mode_never_imports_ray():
+    code = ("import sys\n"
+            "from algorithms.ppo import PPOConfig\n"
+            "algo = PPOConfig().environment('CartPole-v1').training("
+            "train_batch_size_per_learner=200, minibatch_size=100).build_algo()\n"
+            "algo.train(); algo.stop()\n"
+            "assert 'ray' not in sys.modules, 'ray was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_same_seed_same_training():
+    def run():
+        algo = PPOConfig().environment("CartPole-v1").training(
+            train_batch_size_per_learner=400, minibatch_size=200).debugging(seed=5).build_algo()
+        try:
+            for _ in range(2):
+                result = algo.train()
+            return result["learners"]["default_policy"]["total_loss"], algo.learner_group.get_weights()
+        finally:
+            algo.stop()
+
+    (loss_a, weights_a), (loss_b, weights_b) = run(), run()
+    assert loss_a == loss_b
+    weights_equal(weights_a, weights_b)
