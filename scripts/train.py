@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
               .debugging(seed=args.seed))
 
     # 2. Build: env runners, learners, first weight sync (then, if asked, load a checkpoint).
-    algo = config.build_algo()
+    try:
+        algo = config.build_algo()
+    except (ValueError, TypeError, KeyError) as err:  # Bad env, spaces, module, ...
+        sys.exit(f"train.py: error: {err}")
     if args.restore:
         algo.restore_from_path(args.restore)
 
