@@ -167,8 +167,9 @@ class SingleAgentEnvRunner(EnvRunner):
         self.env.action_space.seed(self.seed)  # For random_actions.
         self._obs = np.array(self._to_module(self.env.reset(seed=self.seed)), self._obs_dtype)
         self._episode_ids = [uuid.uuid4().hex for _ in range(self.num_envs)]
-        self._returns = np.zeros(self.num_envs)
-        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
+        # Return and length of each env's episode before the current sample() call.
+        self._returns = [0.0] * self.num_envs
+        self._lengths = [0] * self.num_envs
 
     def _collect(self, num_steps: int, explore: bool,
                  random_actions: bool) -> tuple[list[Fragment], list[str]]:
@@ -186,7 +187,7 @@ class SingleAgentEnvRunner(EnvRunner):
         starts = [0] * N  # Where each env's current episode piece began in the buffers.
         pieces: list[tuple] = []  # (env, start, stop, last_obs, terminated, truncated, episode)
         ended: list[str] = []
-        forward = self._forward_fn(explore)
+        forward, to_env, step_envs = self._forward_fn(explore), self._sampler.to_env, self.env.step
         for t in range(T):
             if random_actions:
                 step_cols = {Columns.ACTIONS: self.env.action_space.sample()}
@@ -194,7 +195,6 @@ class SingleAgentEnvRunner(EnvRunner):
                 step_cols = self._act(forward, obs[t], explore, buf.get(Columns.STATE_IN), t)
             if module_cols is None:
                 module_cols = {k: np.empty((T, *v.shape), v.dtype) for k, v in step_cols.items()}
-                buf.update(module_cols)
             elif step_cols.keys() != module_cols.keys():
                 raise ValueError(
                     f"Module '{DEFAULT_MODULE_ID}' ({type(self._sampler.module).__name__}) "
@@ -202,12 +202,9 @@ class SingleAgentEnvRunner(EnvRunner):
                     "first step of this sample() call; return the same keys on every step.")
             for key, value in step_cols.items():
                 module_cols[key][t] = value
-            next_obs, final_obs, errors = self.env.step(
-                self._sampler.to_env(step_cols[Columns.ACTIONS]), rewards[t], terminateds[t],
-                truncateds[t])
+            next_obs, final_obs, errors = step_envs(to_env(step_cols[Columns.ACTIONS]),
+                                                    rewards[t], terminateds[t], truncateds[t])
             obs[t + 1] = self._to_module(next_obs)
-            self._returns += rewards[t]
-            self._lengths += 1
             for i, err in errors:
                 self._drop_failed_episode(i, err)
                 starts[i] = t + 1
@@ -216,13 +213,20 @@ class SingleAgentEnvRunner(EnvRunner):
                                bool(terminateds[t, i]), bool(truncateds[t, i]),
                                self._episode_ids[i]))
                 ended.append(self._episode_ids[i])
+                self.metrics.add_episode(self._returns[i] + rewards[starts[i]:t + 1, i].sum(),
+                                         self._lengths[i] + t + 1 - starts[i])
                 starts[i] = t + 1
-                self.metrics.add_episode(self._returns[i], self._lengths[i])
                 self._start_episode(i)
         self.metrics.add_steps(T * N)
+        if explore:
+            self._sampler.add_logp(module_cols, (T, N))
+        buf.update(module_cols)
         self._obs = obs[T].copy()
-        pieces += [(i, starts[i], T, obs[T, i], False, False, self._episode_ids[i])
-                   for i in range(N) if starts[i] < T]
+        for i in range(N):
+            if starts[i] < T:  # The episode goes on in the next call.
+                pieces.append((i, starts[i], T, obs[T, i], False, False, self._episode_ids[i]))
+                self._returns[i] += rewards[starts[i]:, i].sum()
+                self._lengths[i] += T - starts[i]
         return [Fragment(module_id=DEFAULT_MODULE_ID, agent_id=None, episode_id=episode_id,
                          columns=_piece(buf, i, start, stop), last_obs=last_obs,
                          terminated=term, truncated=trunc)

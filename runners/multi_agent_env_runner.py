@@ -36,8 +36,10 @@ class EpisodeRef:
 class _Track:
     """One agent's open piece of an episode: growable [rows, ...] buffers, one row per action."""
 
-    def __init__(self, module_id: str):
+    def __init__(self, module_id: str, sampler: ActionSampler, explore: bool):
         self.module_id = module_id
+        self.sampler = sampler
+        self.explore = explore
         self.buf: dict[str, Any] | None = None  # Allocated at the first row.
         self.rows = 0
         self.waiting = False  # Acted, and the env has not sent its next observation yet.
@@ -60,6 +62,8 @@ class _Track:
     def fragment(self, agent_id: Hashable, episode_id: str, stop: int, last_obs: np.ndarray,
                  terminated: bool = False, truncated: bool = False) -> Fragment:
         columns = _rows(self.buf, 0, stop)
+        if self.explore:
+            self.sampler.add_logp(columns, (stop,))
         columns[Columns.TERMINATEDS] = np.zeros(stop, bool)
         columns[Columns.TRUNCATEDS] = np.zeros(stop, bool)
         columns[Columns.TERMINATEDS][-1] = terminated
@@ -170,7 +174,7 @@ class MultiAgentEnvRunner(EnvRunner):
                     slot.states[agent_id] = {k: v[j] for k, v in next_states.items()}
                 track = slot.tracks.get(agent_id)
                 if track is None:
-                    track = slot.tracks[agent_id] = _Track(mid)
+                    track = slot.tracks[agent_id] = _Track(mid, sampler, explore)
                 track.add_row(cols, j)
                 actions[e][agent_id] = env_actions[j]
         return actions
@@ -231,7 +235,8 @@ class MultiAgentEnvRunner(EnvRunner):
                                                 track.rows - carry, last_obs))
             del slot.tracks[agent_id]
             if carry:
-                fresh = slot.tracks[agent_id] = _Track(track.module_id)
+                fresh = slot.tracks[agent_id] = _Track(track.module_id, track.sampler,
+                                                       track.explore)
                 fresh.add_row(_rows(track.buf, track.rows - 1, track.rows), 0)
 
     # ---- episodes, envs, observations -------------------------------------------------------
