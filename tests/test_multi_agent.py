@@ -11,7 +11,8 @@ from rlmodules import (ENCODER_OUT, Columns, MultiRLModule, MultiRLModuleSpec, R
                        TorchRLModule)
 from runners import EnvRunnerConfig, MultiAgentEnv, MultiAgentEnvRunner, complete_module_spec
 from runners.envs import MultiAgentCartPole
-from test_runner import CountingLSTMModule, MLPModule, check_fragment
+from test_runner import (CountingLSTMModule, MLPModule, assert_state_counts_steps,
+                         check_fragment)
 
 BOX = gym.spaces.Box(0, 1e6, (2,), np.float32)
 
@@ -97,8 +98,8 @@ def ma_config(env=MultiAgentCartPole, spec=None, **kwargs) -> EnvRunnerConfig:
 
 
 def two_policies(module_class=MLPModule) -> dict:
-    return {"spec": MultiRLModuleSpec(rl_module_specs={"p0": RLModuleSpec(module_class=module_class),
-                                                       "p1": RLModuleSpec(module_class=module_class)}),
+    specs = {p: RLModuleSpec(module_class=module_class) for p in ("p0", "p1")}
+    return {"spec": MultiRLModuleSpec(rl_module_specs=specs),
             "policy_mapping_fn": lambda agent_id, episode, **kw: f"p{agent_id}"}
 
 
@@ -194,11 +195,7 @@ def test_stateful_modules_keep_one_state_per_agent():
                                            spec=RLModuleSpec(module_class=CountingLSTMModule),
                                            env_config={"lengths": [3, 7]},
                                            num_envs_per_env_runner=2, rollout_fragment_length=5))
-    for _ in range(3):
-        for f in runner.sample():
-            check_fragment(f)
-            np.testing.assert_array_equal(f.columns[Columns.STATE_IN]["count"][:, 0],
-                                          f.columns[Columns.OBS][:, 0])
+    assert_state_counts_steps(runner)
 
 
 def test_same_seed_same_multi_agent_data():

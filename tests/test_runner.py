@@ -274,10 +274,15 @@ def test_stateful_module_gets_its_state_per_env_reset_at_episode_start():
     runner = SingleAgentEnvRunner(make_config(CountingLSTMModule, env=CounterEnv,
                                               env_config={"length": 8},
                                               rollout_fragment_length=5))
+    assert_state_counts_steps(runner)
+
+
+def assert_state_counts_steps(runner):
+    """Over three sample() calls, the state before each step (of CountingLSTMModule) is the
+    number of steps taken in the episode so far, which the env observes as obs[0]."""
     for _ in range(3):
         for f in runner.sample():
             check_fragment(f)
-            # The state before each step counts the steps taken in the episode so far.
             np.testing.assert_array_equal(f.columns[Columns.STATE_IN]["count"][:, 0],
                                           f.columns[Columns.OBS][:, 0])
 
