@@ -1,7 +1,7 @@
 """Env runners: act in envs with an inference-only MultiRLModule and return Fragments.
 
 ``EnvRunner`` holds what every runner shares (seeding, module and weights, metrics, state,
-whole-episode sampling); ``SingleAgentEnvRunner`` steps a gymnasium vector env.
+whole-episode sampling); ``SingleAgentEnvRunner`` steps copies of a gymnasium env.
 """
 
 from __future__ import annotations

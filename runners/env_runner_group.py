@@ -102,10 +102,17 @@ class EnvRunnerGroup:
         return fragments
 
     def _sample_episodes(self, num_episodes: int, explore: bool) -> list[Fragment]:
-        per_runner = math.ceil(num_episodes / self.num_remote_env_runners)
-        results = self._call_all("sample", num_episodes=per_runner, explore=explore)
-        fragments = [f for result in results for f in result]
-        keep = set(list(dict.fromkeys(f.episode_id for f in fragments))[:num_episodes])
+        """Each runner samples its share; a runner that failed (and was restarted) is made up
+        for in another round."""
+        fragments: list[Fragment] = []
+        episode_ids: list[str] = []
+        while len(episode_ids) < num_episodes:
+            per_runner = math.ceil((num_episodes - len(episode_ids)) /
+                                   self.num_remote_env_runners)
+            for result in self._call_all("sample", num_episodes=per_runner, explore=explore):
+                fragments += result
+                episode_ids = list(dict.fromkeys(f.episode_id for f in fragments))
+        keep = set(episode_ids[:num_episodes])
         return [f for f in fragments if f.episode_id in keep]
 
     # ---- weights, metrics, state ------------------------------------------------------------
@@ -143,7 +150,8 @@ class EnvRunnerGroup:
 
     def get_state(self) -> dict[str, Any]:
         """Connector state (of the first runner) and counters, for algorithm checkpoints."""
-        first = self.foreach_env_runner(lambda runner: runner.get_state()["connector"])[0]
+        first = self.foreach_env_runner(
+            lambda runner: runner.connector.get_state() if runner.connector else {})[0]
         return {"connector": first, "weights_seq_no": self._weights_seq_no,
                 "num_env_steps_sampled_lifetime": self._steps_lifetime,
                 "num_episodes_lifetime": self._episodes_lifetime,
@@ -211,9 +219,11 @@ class EnvRunnerGroup:
         import ray
 
         cfg = self.config
+        if not ray.is_initialized():
+            ray.init()
         wanted = cfg.num_env_runners * cfg.num_cpus_per_env_runner
-        have = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else None
-        if have is not None and wanted > have:
+        have = ray.cluster_resources().get("CPU", 0)
+        if wanted > have:
             raise RuntimeError(self._cpu_message(wanted, have))
         self._actors = [self._new_actor(i) for i in range(1, cfg.num_env_runners + 1)]
         ready = [actor.apply.remote(_worker_index) for actor in self._actors]

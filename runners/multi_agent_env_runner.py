@@ -113,9 +113,11 @@ class MultiAgentEnvRunner(EnvRunner):
             self._reset(slot, seed=None if self.seed is None else self.seed + i)
         for i, sampler in enumerate(self._samplers.values()):  # For random_actions.
             sampler.action_space.seed(None if self.seed is None else self.seed + i)
+        self._mode = (True, False)  # (explore, random_actions) of the last sample() call.
 
     @property
     def env(self) -> list[MultiAgentEnv]:
+        """The env copies."""
         return [slot.env for slot in self._slots]
 
     def _new_env(self) -> MultiAgentEnv:
@@ -132,6 +134,10 @@ class MultiAgentEnvRunner(EnvRunner):
                  random_actions: bool) -> tuple[list[Fragment], list[str]]:
         fragments: list[Fragment] = []
         ended: list[str] = []
+        if (explore, random_actions) != self._mode:  # Carried rows hold the other mode's columns.
+            for slot in self._slots:
+                slot.tracks.clear()
+            self._mode = (explore, random_actions)
         for _ in range(num_steps):
             actions = self._act(explore, random_actions)
             for slot, slot_actions in zip(self._slots, actions):
