@@ -47,6 +47,12 @@ class FlattenObservations(EnvToModuleConnector):
         return _flatten_batch(obs, space)
 
 
+def make_connector(config: Any, env: Any) -> EnvToModuleConnector | None:
+    """The connector ``config.env_to_module_connector(env)`` makes, or None without one."""
+    factory = config.env_to_module_connector
+    return factory(env) if factory else None
+
+
 def _flatten_batch(obs: Any, space: gym.Space) -> np.ndarray:
     if isinstance(space, (spaces.Box, spaces.MultiBinary)):
         obs = np.asarray(obs, dtype=np.float32)

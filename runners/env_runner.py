@@ -18,7 +18,7 @@ import torch
 from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModule
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
-from runners.connectors import batch_observations
+from runners.connectors import batch_observations, make_connector
 from runners.env_registry import EnvError, env_creator
 from runners.fragment import Fragment, concat_fragments
 from runners.metrics import RunnerMetrics
@@ -283,12 +283,6 @@ class SingleAgentEnvRunner(EnvRunner):
 
     def stop(self) -> None:
         self.env.close()
-
-
-def make_connector(config: EnvRunnerConfig, env: Any) -> Any:
-    """The env-to-module connector ``config`` asks for (None if none)."""
-    factory = config.env_to_module_connector
-    return factory(env) if factory else None
 
 
 def observation_layout(space: gym.Space, env_name: Any) -> tuple[tuple[int, ...], np.dtype]:

@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
 from runners.config import EnvRunnerConfig
+from runners.connectors import make_connector
 from runners.env_registry import make_env
 from runners.multi_agent_env import MultiAgentEnv
 
@@ -20,13 +21,12 @@ def complete_module_spec(config: EnvRunnerConfig,
 
     Builds one env (and the env-to-module connector) to read the spaces. Spaces the user set
     are kept but must fit the env's. ``module_ids`` (default: ``config.module_ids``, else the
-    ids ``policy_mapping_fn`` maps the env's agents to) expands a single shared sub-spec.
+    ids ``policy_mapping_fn`` maps the env's agents to) expands a single shared spec (a plain
+    RLModuleSpec, or a MultiRLModuleSpec holding one).
     """
     env = make_env(config.env, config.env_config)
     try:
-        connector = config.env_to_module_connector(env) if config.env_to_module_connector \
-            else None
-        return fill_module_spec(config, env, connector, module_ids)
+        return fill_module_spec(config, env, make_connector(config, env), module_ids)
     finally:
         env.close()
 
@@ -43,12 +43,10 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
     if user is None:
         raise ValueError("EnvRunnerConfig.rl_module_spec is None; pass an RLModuleSpec (or "
                          "MultiRLModuleSpec) with module_class set.")
+    if isinstance(user, RLModuleSpec):  # One spec shared by every module id.
+        user = MultiRLModuleSpec(rl_module_specs=user)
     ids = module_ids or config.module_ids or list(dict.fromkeys(mapping.values()))
-    if isinstance(user, RLModuleSpec):
-        multi, specs = MultiRLModuleSpec(), {DEFAULT_MODULE_ID: dataclasses.replace(user)}
-    else:
-        multi, specs = user, user.module_specs(ids)
-        specs = {mid: dataclasses.replace(spec) for mid, spec in specs.items()}
+    specs = {mid: dataclasses.replace(spec) for mid, spec in user.module_specs(ids).items()}
     env_name = getattr(config.env, "__name__", config.env)
     for agent_id, module_id in mapping.items():
         if module_id not in specs:
@@ -74,7 +72,7 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
                                           module_id, spec, who)
             spec.action_space = _fit(spec.action_space, act_space, "action_space",
                                      module_id, spec, who)
-    return dataclasses.replace(multi, rl_module_specs=specs)
+    return dataclasses.replace(user, rl_module_specs=specs)
 
 
 def spaces_fit(a: gym.Space, b: gym.Space) -> bool:

@@ -13,10 +13,9 @@ import torch
 from rlmodules import Columns
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
-from runners.connectors import batch_observations
+from runners.connectors import batch_observations, make_connector
 from runners.env_registry import EnvError
-from runners.env_runner import (EnvRunner, make_connector, observation_layout,
-                                stateful_output)
+from runners.env_runner import EnvRunner, observation_layout, stateful_output
 from runners.fragment import Fragment
 from runners.multi_agent_env import MultiAgentEnv
 
