@@ -18,9 +18,9 @@ class Fragment:
     any extra tensor the module returned (e.g. ``vf_preds``). Stateful modules add
     ``state_in``: a dict of [T, ...] arrays, the recurrent state before each step.
 
-    ``last_obs`` is the observation after step T-1: the terminal observation when
-    ``terminated``, otherwise the one to bootstrap the value from (time-limit truncation
-    or a fragment cut by ``rollout_fragment_length``).
+    ``agent_id`` is None for single-agent envs. ``last_obs`` is the observation after step
+    T-1: the terminal observation when ``terminated``, otherwise the one to bootstrap the
+    value from (time-limit truncation or a fragment cut by ``rollout_fragment_length``).
     """
 
     module_id: str

@@ -52,10 +52,11 @@ class FixedActionModule(MLPModule):
 
 
 class TorchDistModule(MLPModule):
-    """Returns a torch.distributions object under action_dist_inputs (notebook style)."""
+    """Returns a torch.distributions object under ``model_config["key"]``: action_dist_inputs
+    (notebook style) or action_dist (alpha API)."""
 
     def _forward(self, batch, **kwargs):
-        return {Columns.ACTION_DIST_INPUTS:
+        return {self.model_config["key"]:
                 torch.distributions.Categorical(logits=self.pi(batch[Columns.OBS]))}
 
 
@@ -245,11 +246,15 @@ def test_returned_actions_are_used_as_they_are(with_dist_inputs):
             np.testing.assert_allclose(f.columns[Columns.ACTION_LOGP], logp[:, 1], rtol=1e-5)
 
 
-def test_a_torch_distribution_under_action_dist_inputs_is_sampled_from():
-    fragments = SingleAgentEnvRunner(make_config(TorchDistModule)).sample()
-    for f in fragments:
-        assert set(np.unique(f.columns[Columns.ACTIONS])) <= {0, 1}
-        assert (f.columns[Columns.ACTION_LOGP] < 0).all()
+@pytest.mark.parametrize("key", [Columns.ACTION_DIST_INPUTS, Columns.ACTION_DIST])
+def test_a_returned_torch_distribution_is_sampled_from(key):
+    runner = SingleAgentEnvRunner(make_config(TorchDistModule, model_config={"key": key}))
+    fragments = runner.sample()
+    actions = np.concatenate([f.columns[Columns.ACTIONS] for f in fragments])
+    assert set(np.unique(actions)) == {0, 1}
+    assert all((f.columns[Columns.ACTION_LOGP] < 0).all() for f in fragments)
+    greedy = runner.sample(explore=False)
+    assert all(Columns.ACTION_LOGP not in f.columns for f in greedy)
 
 
 def test_random_actions_skip_the_module():
