@@ -62,6 +62,7 @@ class EnvRunnerGroup:
         rollout_fragment_length of every env), or exactly ``num_episodes`` whole episodes."""
         if num_timesteps is not None and num_episodes is not None:
             raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
+        self._check_running()
         if self.local_env_runner is not None:
             return self.local_env_runner.sample(num_timesteps=num_timesteps,
                                                 num_episodes=num_episodes, explore=explore)
@@ -121,6 +122,7 @@ class EnvRunnerGroup:
                      weights_seq_no: int | None = None) -> None:
         """Every runner loads ``{module_id: {param: array}}``, tagged with ``weights_seq_no``
         (default: the last one + 1). Remote runners all read one copy in Ray's object store."""
+        self._check_running()
         self._weights_seq_no = self._weights_seq_no + 1 if weights_seq_no is None \
             else weights_seq_no
         seq_no = self._weights_seq_no
@@ -177,9 +179,15 @@ class EnvRunnerGroup:
 
         A remote runner that fails is restarted (if allowed) and left out of the results.
         """
+        self._check_running()
         if self.local_env_runner is not None:
             return [fn(self.local_env_runner)]
         return self._call_all("apply", fn)
+
+    def _check_running(self) -> None:
+        if self.local_env_runner is None and not self._actors:
+            raise RuntimeError("This EnvRunnerGroup was stopped (by stop() or after a runner "
+                               "failure it could not recover from); build a new one.")
 
     def _call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         """``method(*args, **kwargs)`` on every actor; a failed one is restarted (or raises)
@@ -199,6 +207,7 @@ class EnvRunnerGroup:
         """Stop the local runner and kill every actor."""
         if self.local_env_runner is not None:
             self.local_env_runner.stop()
+            self.local_env_runner = None
         if self._actors:
             import ray
 

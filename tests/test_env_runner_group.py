@@ -116,6 +116,8 @@ def test_without_restarts_the_error_names_the_runner(ray):
         with pytest.raises(RuntimeError, match="EnvRunner 1 failed and was not restarted: "
                                                "restart_failed_env_runners is False"):
             group.sample()
+        with pytest.raises(RuntimeError, match="EnvRunnerGroup was stopped"):
+            group.sample()
     finally:
         group.stop()
 
