@@ -48,3 +48,12 @@ def test_unknown_env_is_a_clear_error(tmp_path):
     result = run("--env", "NoSuchEnv-v0", "--stop-iters", "1")
     assert result.returncode != 0
     assert "NoSuchEnv-v0" in result.stderr
+
+
+def test_connects_to_a_running_ray_cluster(ray_session, tmp_path):
+    # The test session's Ray is a running cluster like any other: train.py joins it.
+    address = ray_session.get_runtime_context().gcs_address
+    result = run("--address", address, "--num-env-runners", "1", "--stop-iters", "1",
+                 "--checkpoint-dir", str(tmp_path / "ckpt"), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("iter    1  env steps     2000")
