@@ -82,6 +82,11 @@ class Algorithm:
 
     # ---- access -----------------------------------------------------------------------------
 
+    @property
+    def weights_seq_no(self) -> int:
+        """Version of the weights the runners act with (one more per sync)."""
+        return self._weights_seq_no
+
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule | None:
         """The module with the learner's current weights; None if there is no such ID.
 

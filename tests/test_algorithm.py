@@ -72,8 +72,8 @@ def test_multi_agent_ppo_trains_two_policies_independently():
               .debugging(seed=0))
     algo = config.build_algo()
     try:
-        learner = algo.learner_group.foreach_learner(lambda l: l)[0]
-        assert sorted(learner._optimizers) == ["p0", "p1"]  # One optimizer per module.
+        optimizers = algo.learner_group.get_state(components="optimizer")["learner"]["optimizer"]
+        assert sorted(optimizers) == ["p0", "p1"]  # One optimizer per module.
         first, last = train_until(algo, 16_000)
         assert {"p0", "p1"} <= set(last["learners"])
         assert last["learners"]["p0"]["num_module_steps_trained"] > 0

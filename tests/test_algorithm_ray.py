@@ -24,7 +24,7 @@ def assert_every_runner_has_the_learner_weights(algo):
     assert len(runner_weights) == algo.config.num_env_runners
     for weights, seq_no in runner_weights:
         assert_weights_equal(weights, learner_weights)
-        assert seq_no == algo._weights_seq_no
+        assert seq_no == algo.weights_seq_no
 
 
 def small_ppo(num_env_runners, num_learners, seed=0):

@@ -431,8 +431,8 @@ def test_shared_encoder_trains_with_one_optimizer():
     print(algo.train())
 
     try:
-        learner = algo.learner_group.foreach_learner(lambda learner: learner)[0]
-        assert list(learner._optimizers) == ["__all__"]  # One optimizer over all three nets.
+        optimizers = algo.learner_group.get_state(components="optimizer")["learner"]["optimizer"]
+        assert list(optimizers) == ["__all__"]  # One optimizer over all three nets.
         encoder_before = algo.get_module(SHARED_ENCODER_ID)._net.weight.detach().clone()
         first = algo.train()["env_runners"]["episode_return_mean"]
         for _ in range(6):
