@@ -8,6 +8,9 @@ from typing import Any
 import torch
 
 from algorithms.algorithm_config import AlgorithmConfig
+from algorithms.checkpoints import (COMPONENTS, check_component, load_algorithm, read_component,
+                                    save_algorithm, select_components)
+from learners import LearnerGroup, check_required_apis
 from rlmodules import DEFAULT_MODULE_ID, RLModule
 from runners import EnvRunnerGroup, Fragment
 
@@ -22,8 +25,6 @@ class Algorithm:
     config_class: type[AlgorithmConfig] = AlgorithmConfig
 
     def __init__(self, config: AlgorithmConfig) -> None:
-        from learners import LearnerGroup, check_required_apis
-
         config.validate()
         if config.num_learners == 0:  # As learner actors do: threads = the learner's CPUs.
             torch.set_num_threads(max(1, int(config.num_cpus_per_learner)))
@@ -108,8 +109,7 @@ class Algorithm:
     def stop(self) -> None:
         """Free every runner and learner (actors included)."""
         self.env_runner_group.stop()
-        if hasattr(self, "learner_group"):
-            self.learner_group.stop()
+        self.learner_group.stop()
 
     # ---- state and checkpoints (the file format lives in algorithms/checkpoints.py) ---------
 
@@ -118,9 +118,7 @@ class Algorithm:
 
         Top-level components: "learner_group", "env_runner" and "counters".
         """
-        from algorithms.checkpoints import select_components
-
-        wanted = select_components(components, ("learner_group", "env_runner", "counters"))
+        wanted = select_components(components)
         state: dict[str, Any] = {}
         if "learner_group" in wanted:
             state["learner_group"] = self.learner_group.get_state(
@@ -134,10 +132,10 @@ class Algorithm:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load a (possibly partial) state, then sync the learner's weights to every runner."""
-        unknown = set(state) - {"learner_group", "env_runner", "counters"}
+        unknown = set(state) - set(COMPONENTS)
         if unknown:
             raise KeyError(f"{type(self).__name__}.set_state(): unknown component(s) "
-                           f"{sorted(unknown)}; known: 'learner_group', 'env_runner', 'counters'.")
+                           f"{sorted(unknown)}; known: {list(COMPONENTS)}.")
         if "counters" in state:
             self.training_iteration = int(state["counters"]["training_iteration"])
             self._weights_seq_no = int(state["counters"]["weights_seq_no"])
@@ -149,8 +147,6 @@ class Algorithm:
 
     def save_to_path(self, path: str) -> str:
         """Write the whole algorithm (config, learners, runners, counters) to directory ``path``."""
-        from algorithms.checkpoints import save_algorithm
-
         return save_algorithm(self, path)
 
     def restore_from_path(self, path: str, component: str | None = None) -> None:
@@ -159,8 +155,6 @@ class Algorithm:
         E.g. ``component="learner_group/learner/rl_module/default_policy"`` loads a module
         checkpoint from ``RLModule.save_to_path`` into the learner(s) and every runner.
         """
-        from algorithms.checkpoints import check_component, read_component
-
         if component is not None:
             check_component(component, list(self.module_spec.rl_module_specs))
         self.set_state(read_component(path, component))
@@ -171,12 +165,4 @@ class Algorithm:
 
         ``config`` replaces the saved config (needed when it held lambdas, which are not saved).
         """
-        from algorithms.checkpoints import load_algorithm
-
         return load_algorithm(path, config)
-
-    def __enter__(self) -> "Algorithm":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -47,20 +47,19 @@ _BRANCHES = {"learner_group", "learner_group/learner", _MODULES}
 
 # ---- component paths ----------------------------------------------------------------------
 
-def select_components(components: str | Sequence[str] | None,
-                      known: Sequence[str] = COMPONENTS) -> dict[str, list[str] | None]:
+def select_components(components: str | Sequence[str] | None) -> dict[str, list[str] | None]:
     """Paths like "learner_group/learner/rl_module/p0" -> {"learner_group": ["learner/..."]}.
 
     A top-level component asked for as a whole maps to None (everything in it).
     """
     if components is None:
-        return {name: None for name in known}
+        return {name: None for name in COMPONENTS}
     selection: dict[str, list[str] | None] = {}
     for path in [components] if isinstance(components, str) else components:
         top, _, rest = path.strip("/").partition("/")
-        if top not in known:
+        if top not in COMPONENTS:
             raise KeyError(f"Unknown component '{path}': component paths start with one of "
-                           f"{list(known)}, e.g. 'learner_group/learner/rl_module/default_policy'.")
+                           f"{list(COMPONENTS)}, e.g. 'learner_group/learner/rl_module/default_policy'.")
         if not rest or selection.get(top, []) is None:
             selection[top] = None
         else:

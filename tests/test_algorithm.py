@@ -8,6 +8,7 @@ import numpy as np
 from algorithms.ppo import PPOConfig
 from algorithms.vpg import VPGConfig
 from runners.envs import MultiAgentCartPole
+from test_algorithm_support import assert_states_equal
 
 
 def train_until(algo, num_steps):
@@ -17,14 +18,6 @@ def train_until(algo, num_steps):
         first = first or result
         if result["num_env_steps_sampled_lifetime"] >= num_steps:
             return first, result
-
-
-def weights_equal(a, b):
-    assert a.keys() == b.keys()
-    for mid in a:
-        assert a[mid].keys() == b[mid].keys(), mid
-        for name in a[mid]:
-            np.testing.assert_array_equal(a[mid][name], b[mid][name], err_msg=f"{mid}/{name}")
 
 
 def test_ppo_learns_cartpole_and_reports_results():
@@ -40,7 +33,7 @@ def test_ppo_learns_cartpole_and_reports_results():
         assert {"total_loss", "policy_loss", "vf_loss", "entropy", "grad_norm"} <= set(losses)
         assert last["learners"]["__all__"]["num_env_steps_trained"] == 2000
         # After the sync the runner acts with exactly the learner's weights.
-        weights_equal(algo.env_runner_group.local_env_runner.module.get_state(),
+        assert_states_equal(algo.env_runner_group.local_env_runner.module.get_state(),
                       algo.learner_group.get_weights(inference_only=True))
         assert algo.env_runner_group.local_env_runner.weights_seq_no == 11  # build + 10 syncs
         # Local learner: get_module is its (full) module, value function included.
@@ -79,7 +72,7 @@ def test_multi_agent_ppo_trains_two_policies_independently():
         assert last["learners"]["p0"]["num_module_steps_trained"] > 0
         assert last["env_runners"]["episode_return_mean"] > 2 * first["env_runners"][
             "episode_return_mean"]
-        weights_equal(algo.env_runner_group.local_env_runner.module.get_state(),
+        assert_states_equal(algo.env_runner_group.local_env_runner.module.get_state(),
                       algo.learner_group.get_weights(inference_only=True))
     finally:
         algo.stop()
@@ -96,7 +89,7 @@ def test_policies_to_train_leaves_the_others_untouched():
         before = algo.learner_group.get_weights(inference_only=False)
         algo.train()
         after = algo.learner_group.get_weights(inference_only=False)
-        weights_equal({"p1": before["p1"]}, {"p1": after["p1"]})
+        assert_states_equal({"p1": before["p1"]}, {"p1": after["p1"]})
         assert any(not np.array_equal(before["p0"][k], after["p0"][k]) for k in before["p0"])
     finally:
         algo.stop()
@@ -119,10 +112,11 @@ def test_same_seed_same_training():
         try:
             for _ in range(2):
                 result = algo.train()
-            return result["learners"]["default_policy"]["total_loss"], algo.learner_group.get_weights()
+            loss = result["learners"]["default_policy"]["total_loss"]
+            return loss, algo.learner_group.get_weights()
         finally:
             algo.stop()
 
     (loss_a, weights_a), (loss_b, weights_b) = run(), run()
     assert loss_a == loss_b
-    weights_equal(weights_a, weights_b)
+    assert_states_equal(weights_a, weights_b)

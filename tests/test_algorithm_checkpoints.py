@@ -3,26 +3,13 @@
 import json
 import os
 
-import numpy as np
 import pytest
 
 from algorithms import Algorithm
 from algorithms.ppo import DefaultPPOTorchRLModule, PPOConfig
 from rlmodules import DefaultModelConfig
 from runners.envs import MultiAgentCartPole
-
-
-def assert_trees_equal(a, b, path=""):
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for key in a:
-            assert_trees_equal(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_trees_equal(x, y, f"{path}/{i}")
-    else:
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
+from test_algorithm_support import assert_states_equal
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +28,8 @@ def test_from_checkpoint_resumes_counters_weights_optimizer_and_return(trained):
     restored = Algorithm.from_checkpoint(path)
     try:
         assert type(restored).__name__ == "PPO" and restored.config.seed == 3
-        assert_trees_equal(restored.learner_group.get_state(), algo.learner_group.get_state())
-        assert_trees_equal(restored.env_runner_group.local_env_runner.module.get_state(),
+        assert_states_equal(restored.learner_group.get_state(), algo.learner_group.get_state())
+        assert_states_equal(restored.env_runner_group.local_env_runner.module.get_state(),
                            algo.learner_group.get_weights(inference_only=True))
         next_results = [restored.train() for _ in range(3)]
         assert next_results[0]["training_iteration"] == result["training_iteration"] + 1
@@ -74,9 +61,9 @@ def test_restore_module_component_updates_learner_and_runner(trained, tmp_path):
         algo.restore_from_path(module_dir,
                                component="learner_group/learner/rl_module/default_policy")
         saved = DefaultPPOTorchRLModule.from_checkpoint(module_dir).get_state()
-        assert_trees_equal(algo.learner_group.get_weights(inference_only=False)[
+        assert_states_equal(algo.learner_group.get_weights(inference_only=False)[
             "default_policy"], saved)
-        assert_trees_equal(algo.env_runner_group.local_env_runner.module.get_state()[
+        assert_states_equal(algo.env_runner_group.local_env_runner.module.get_state()[
             "default_policy"], algo.learner_group.get_weights(inference_only=True)[
             "default_policy"])
         # Only the module changed: the counters and optimizer of this run stay as they were.
@@ -98,7 +85,7 @@ def test_seed_example_module_checkpoint_into_running_algorithm(tmp_path):
     try:
         ppo.restore_from_path(str(tmp_path / "module"),
                               component="learner_group/learner/rl_module/default_policy")
-        assert_trees_equal(ppo.get_module().get_state(), module.get_state())
+        assert_states_equal(ppo.get_module().get_state(), module.get_state())
     finally:
         ppo.stop()
 

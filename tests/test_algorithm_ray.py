@@ -2,19 +2,11 @@
 
 import os
 
-import numpy as np
 import pytest
 
 from algorithms import Algorithm
 from algorithms.ppo import PPOConfig
-
-
-def assert_weights_equal(a, b):
-    assert a.keys() == b.keys()
-    for mid in a:
-        assert a[mid].keys() == b[mid].keys(), mid
-        for name in a[mid]:
-            np.testing.assert_array_equal(a[mid][name], b[mid][name], err_msg=f"{mid}/{name}")
+from test_algorithm_support import assert_states_equal
 
 
 def assert_every_runner_has_the_learner_weights(algo):
@@ -23,7 +15,7 @@ def assert_every_runner_has_the_learner_weights(algo):
         lambda runner: (runner.module.get_state(), runner.weights_seq_no))
     assert len(runner_weights) == algo.config.num_env_runners
     for weights, seq_no in runner_weights:
-        assert_weights_equal(weights, learner_weights)
+        assert_states_equal(weights, learner_weights)
         assert seq_no == algo.weights_seq_no
 
 
@@ -55,7 +47,7 @@ def test_two_remote_runners_sync_and_restore(ray_session, tmp_path):
         algo.restore_from_path(module_dir,
                                component="learner_group/learner/rl_module/default_policy")
         saved = algo.get_module().__class__.from_checkpoint(module_dir).get_state()
-        assert_weights_equal(algo.learner_group.get_weights(inference_only=False),
+        assert_states_equal(algo.learner_group.get_weights(inference_only=False),
                              {"default_policy": saved})
         assert_every_runner_has_the_learner_weights(algo)
     finally:
@@ -70,13 +62,13 @@ def test_two_learners_and_two_runners(ray_session, tmp_path):
             result = algo.train()
             learner_weights = algo.learner_group.foreach_learner(
                 lambda learner: learner.get_weights())
-            assert_weights_equal(learner_weights[0], learner_weights[1])
+            assert_states_equal(learner_weights[0], learner_weights[1])
             assert_every_runner_has_the_learner_weights(algo)
         # Each of the 2 learners trained on its share of the 2 x 500 sampled steps.
         assert result["learners"]["__all__"]["num_env_steps_trained"] >= 1000
         # No local learner or runner: get_module is a local copy with the learner's weights.
         module = algo.get_module()
-        assert_weights_equal({"default_policy": module.get_state()},
+        assert_states_equal({"default_policy": module.get_state()},
                              algo.learner_group.get_weights(inference_only=False))
 
         path = algo.save_to_path(str(tmp_path / "algo"))
@@ -88,7 +80,7 @@ def test_two_learners_and_two_runners(ray_session, tmp_path):
     restored = Algorithm.from_checkpoint(path)  # Same config: 2 learners, 2 runners.
     try:
         for learner_state in restored.learner_group.foreach_learner(lambda l: l.get_state()):
-            assert_weights_equal(learner_state["rl_module"], state["learner"]["rl_module"])
+            assert_states_equal(learner_state["rl_module"], state["learner"]["rl_module"])
         assert_every_runner_has_the_learner_weights(restored)
         assert restored.train()["training_iteration"] == 3
     finally:

@@ -19,10 +19,11 @@ class MyRLModuleClass(TorchRLModule, ValueFunctionAPI):
 
     def setup(self):
         hidden = self.model_config.get("fcnet_hiddens", [64])[0]
-        self._pi = torch.nn.Sequential(torch.nn.Linear(self.observation_space.shape[0], hidden),
-                                       torch.nn.Tanh(), torch.nn.Linear(hidden, self.action_space.n))
-        self._vf = torch.nn.Sequential(torch.nn.Linear(self.observation_space.shape[0], hidden),
-                                       torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+        obs_dim = self.observation_space.shape[0]
+        self._pi = torch.nn.Sequential(torch.nn.Linear(obs_dim, hidden), torch.nn.Tanh(),
+                                       torch.nn.Linear(hidden, self.action_space.n))
+        self._vf = torch.nn.Sequential(torch.nn.Linear(obs_dim, hidden), torch.nn.Tanh(),
+                                       torch.nn.Linear(hidden, 1))
 
     def _forward(self, batch, **kwargs):
         return {Columns.ACTION_DIST_INPUTS: self._pi(batch[Columns.OBS])}
