@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
+from runners.multi_agent_env import MultiAgentEnv
+
 EnvCreator = Callable[[dict], Any]
 
 _CREATORS: dict[str, EnvCreator] = {}
@@ -52,16 +54,12 @@ def env_creator(env: Any) -> EnvCreator:
 
 
 def make_env(env: Any, env_config: dict | None = None) -> Any:
-    """One env instance; ``env`` may also be an ``EnvRunnerConfig`` (its env and env_config)."""
-    if hasattr(env, "env_config") and hasattr(env, "env"):
-        env, env_config = env.env, env.env_config
+    """One env instance from any form ``EnvRunnerConfig.env`` takes, given ``env_config``."""
     return env_creator(env)(dict(env_config or {}))
 
 
 def is_multi_agent(env: Any, env_config: dict | None = None) -> bool:
     """Whether ``env`` makes a ``runners.MultiAgentEnv`` (builds one env unless it is a class)."""
-    from runners.multi_agent_env import MultiAgentEnv
-
     if isinstance(env, type):
         return issubclass(env, MultiAgentEnv)
     probe = make_env(env, env_config)
