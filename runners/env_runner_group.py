@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Callable
+import time
+from typing import Any, Callable, NamedTuple
 
 from runners.config import EnvRunnerConfig
 from runners.env_registry import EnvError, env_creator, is_multi_agent
@@ -15,6 +16,15 @@ from runners.metrics import aggregate
 from runners.multi_agent_env_runner import MultiAgentEnvRunner
 
 logger = logging.getLogger(__name__)
+
+
+class _Request(NamedTuple):
+    """A sample() call running on a remote runner."""
+
+    ref: Any
+    explore: bool
+    steps: int
+    issued_at: float
 
 
 class EnvRunnerGroup:
@@ -33,7 +43,8 @@ class EnvRunnerGroup:
         self.num_env_runner_restarts = 0
         self._weights_ref: Any = None  # The last synced weights in Ray's object store.
         self._weights_seq_no = 0
-        self._in_flight: dict[int, tuple[Any, bool]] = {}  # index -> (sample() ref, explore)
+        self._in_flight: dict[int, _Request] = {}  # Runner index -> its running sample().
+        self._request_s = 0.0  # How long the last sample() request took (0: none yet).
         self._steps_lifetime = 0
         self._episodes_lifetime = 0
         self._actors: list[Any] = []
@@ -71,9 +82,11 @@ class EnvRunnerGroup:
         return self._sample_timesteps(num_timesteps, explore)
 
     def _sample_timesteps(self, num_timesteps: int | None, explore: bool) -> list[Fragment]:
-        """Every idle runner gets another request until the total is reached, so a slow runner
-        does not hold the others back. Requests still running then are collected first by the
-        next call (their data was sampled with at most one older weights version)."""
+        """Requests of up to one rollout_fragment_length per env go to idle runners until the
+        requested steps are in flight. Once idle runners have waited a quarter of a request's
+        time for the rest, they get more requests, so a straggler does not hold them back; its
+        result is then collected first by the next call (sampled with one weights version
+        less)."""
         import ray
 
         cfg, n = self.config, self.num_remote_env_runners
@@ -81,25 +94,34 @@ class EnvRunnerGroup:
         total = per_request * n if num_timesteps is None else num_timesteps
         per_request = min(per_request, math.ceil(total / n))
         fragments: list[Fragment] = []
-        collected = 0
+        collected, straggler, started = 0, False, time.monotonic()
         while collected < total:
+            expected = collected + sum(r.steps for r in self._in_flight.values()
+                                       if r.explore == explore)
             for index, actor in enumerate(self._actors, start=1):
-                if index not in self._in_flight:
+                if index not in self._in_flight and (straggler or expected < total):
                     ref = actor.sample.remote(num_timesteps=per_request, explore=explore)
-                    self._in_flight[index] = (ref, explore)
-            refs = {ref: index for index, (ref, _) in self._in_flight.items()}
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            for ref in ready:
-                index = refs[ref]
-                _, sampled_explore = self._in_flight.pop(index)
-                try:
-                    result = ray.get(ref)
-                except Exception as err:
-                    self._restart_or_raise(index, err)
-                    continue
-                if sampled_explore == explore:  # Else it was asked for by another kind of call.
-                    fragments += result
-                    collected += sum(len(f) for f in result)
+                    self._in_flight[index] = _Request(ref, explore, per_request, time.monotonic())
+                    expected += per_request
+            idle = len(self._in_flight) < n
+            refs = {request.ref: index for index, request in self._in_flight.items()}
+            ready, _ = ray.wait(list(refs), num_returns=1,
+                                timeout=self._request_s / 4 if idle and self._request_s else None)
+            if not ready:
+                straggler = True
+                continue
+            index = refs[ready[0]]
+            request = self._in_flight.pop(index)
+            try:
+                result = ray.get(request.ref)
+            except Exception as err:
+                self._restart_or_raise(index, err)
+                continue
+            if request.issued_at >= started:  # A carried request also waited for the learner.
+                self._request_s = time.monotonic() - request.issued_at
+            if request.explore == explore:  # Else it was asked for by another kind of call.
+                fragments += result
+                collected += sum(len(f) for f in result)
         return fragments
 
     def _sample_episodes(self, num_episodes: int, explore: bool) -> list[Fragment]:

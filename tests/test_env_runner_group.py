@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +25,27 @@ class ResetFailsEnv(CounterEnv):
         if ResetFailsEnv.resets == 4:
             raise RuntimeError("simulated reset crash")
         return super().reset(seed=seed, options=options)
+
+
+class StragglerEnv(CounterEnv):
+    """The first of these envs made (it claims the file ``config["claim"]``) sleeps 10 ms per
+    step; obs = [step, 1.0 if slow else 0.0]."""
+
+    def __init__(self, config):
+        super().__init__({"length": 1000})
+        try:
+            os.close(os.open(config["claim"], os.O_CREAT | os.O_EXCL))
+            self.slow = True
+        except FileExistsError:
+            self.slow = False
+
+    def _obs(self):
+        return np.array([self.t, float(self.slow)], np.float32)
+
+    def step(self, action):
+        if self.slow:
+            time.sleep(0.01)
+        return super().step(action)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +157,23 @@ def test_env_failing_in_reset_restarts_the_runner_until_the_limit(ray):
                                                "max_num_env_runner_restarts=1 reached.*"
                                                "simulated reset crash"):
             group.sample()
+    finally:
+        group.stop()
+
+
+def test_a_straggling_runner_does_not_hold_the_others_back(ray, tmp_path):
+    group = EnvRunnerGroup(remote_config(num_env_runners=2, env=StragglerEnv,
+                                         env_config={"claim": str(tmp_path / "slow")},
+                                         num_envs_per_env_runner=1, rollout_fragment_length=20))
+    try:
+        first = group.sample()  # One request each; the fast runner takes over the second.
+        assert sum(len(f) for f in first) == 40
+        assert all((f.columns["obs"][:, 1] == 0).all() for f in first)
+        for _ in range(100):  # The straggler's result arrives in a later call.
+            later = group.sample()
+            if any(f.columns["obs"][0, 1] == 1 for f in later):
+                break
+        assert any(f.columns["obs"][0, 1] == 1 for f in later)
     finally:
         group.stop()
 
