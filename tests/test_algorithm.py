@@ -42,6 +42,41 @@ def test_ppo_learns_cartpole_and_reports_results():
         algo.stop()
 
 
+def test_ppo_learns_with_a_recurrent_module():
+    # Sequences with state_in and loss masks through GAE and the loss; the LSTM encoder is
+    # shared by policy and value function, hence the small vf_loss_coeff.
+    config = (PPOConfig().environment("CartPole-v1")
+              .rl_module(model_config={"use_lstm": True, "lstm_cell_size": 32,
+                                       "fcnet_hiddens": [32], "max_seq_len": 20})
+              .training(vf_loss_coeff=0.01)
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        first, last = train_until(algo, 16_000)
+        assert last["env_runners"]["episode_return_mean"] > 2 * first["env_runners"][
+            "episode_return_mean"]
+    finally:
+        algo.stop()
+
+
+def test_ppo_on_continuous_actions():
+    # Pendulum: Box actions through the diagonal-Gaussian logp, entropy and KL terms
+    # (learning it is in scripts/bench_learning.py). The learner sees the unclipped actions.
+    config = (PPOConfig().environment("Pendulum-v1")
+              .training(train_batch_size_per_learner=1000, minibatch_size=250, use_kl_loss=True)
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        fragments = algo.sample()
+        actions = np.concatenate([f.columns["actions"] for f in fragments])
+        assert actions.shape == (1000, 1) and np.abs(actions).max() > 2.0  # Beyond the bounds.
+        metrics = algo.learner_group.update(fragments)["default_policy"]
+        assert all(np.isfinite(metrics[k]) for k in ("policy_loss", "vf_loss", "entropy"))
+        assert metrics["mean_kl_loss"] > 0.0
+    finally:
+        algo.stop()
+
+
 def test_vpg_learns_cartpole_from_whole_episodes():
     algo = VPGConfig().environment("CartPole-v1").debugging(seed=0).build_algo()
     try:

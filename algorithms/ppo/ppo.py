@@ -42,6 +42,9 @@ class PPOConfig(AlgorithmConfig):
         # squared return units: a bound far below them leaves the value function no
         # gradient (e.g. 10 with CartPole's returns of up to 100 at gamma=0.99).
         self.vf_clip_param: float | None = None
+        # With an encoder shared by policy and value function (vf_share_layers, use_lstm)
+        # lower this (e.g. 0.01): the value loss, in squared returns, would drown the
+        # policy gradient in the shared layers.
         self.vf_loss_coeff = 0.5
         self.entropy_coeff = 0.0
         self.use_kl_loss = False
