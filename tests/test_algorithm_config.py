@@ -85,6 +85,12 @@ def test_cross_key_checks_run_at_build():
         config.build_algo()
     with pytest.raises(ValueError, match="no algo_class"):
         AlgorithmConfig().environment("CartPole-v1").build_algo()
+    with pytest.raises(TypeError, match="learner_class dict is not a subclass of "
+                                        "learners.Learner"):
+        PPOConfig().environment("CartPole-v1").training(learner_class=dict).build_algo()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="num_gpus_per_learner=1 but torch sees no CUDA"):
+            PPOConfig().environment("CartPole-v1").learners(num_gpus_per_learner=1).build_algo()
 
 
 def test_module_spec_is_completed_from_env_and_algorithm_default():
