@@ -98,6 +98,19 @@ def test_ratios_beyond_the_clip_range_give_no_policy_gradient():
         torch.testing.assert_close(before, after)
 
 
+def test_value_errors_beyond_vf_clip_param_give_no_value_gradient():
+    # Returns of 10 against V(s) ~ 0: every squared error (~100) is above the bound of 1.
+    learner = make_learner(vf_clip_param=1.0)
+    frags = [f for f in bandit_fragments(learner, reward=10.0) if f.columns["rewards"][0] > 0]
+    module = learner.module["default_policy"]
+    value_params = [*module.vf_encoder.parameters(), *module.vf.parameters()]
+    vf_before = [p.clone() for p in value_params]
+    results = learner.update(frags)
+    assert results["default_policy"]["vf_loss"] <= 1.0
+    for before, after in zip(vf_before, value_params):
+        torch.testing.assert_close(before, after)
+
+
 @pytest.mark.parametrize("target, factor", [(1e-9, 1.5), (1e3, 0.5)])
 def test_kl_coefficient_adapts_towards_the_target(target, factor):
     learner = make_learner(use_kl_loss=True, kl_coeff=0.2, kl_target=target, lr=1e-2)

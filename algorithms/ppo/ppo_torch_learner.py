@@ -41,6 +41,8 @@ class PPOTorchLearner(TorchLearner):
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
+        """-clipped surrogate + vf_loss_coeff * (clipped) squared value error
+        - entropy_coeff * entropy (+ kl_coeff * KL(old || new) with use_kl_loss)."""
         module = self.module[module_id]
         mask = batch.get(Columns.LOSS_MASK)  # Only set for sequences of stateful modules.
         dist_cls = module.get_train_action_dist_cls()
