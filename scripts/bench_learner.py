@@ -3,7 +3,7 @@
 Both do one whole PPO update on the same CartPole-shaped data (fragments of real episodes
 from a random policy): values with bootstrap, GAE, then num_epochs x minibatches of the
 clipped-surrogate + value + entropy loss on the same 64x64 tanh actor-critic (separate
-value net), Adam. The project side is ``PPOTorchLearner.update(fragments)`` with PPO's
+value net), fused Adam. The project side is ``PPOTorchLearner.update(fragments)`` with PPO's
 default module, exactly as ``PPO.train()`` runs it in local mode. Prints env steps trained
 per second of each and the ratio (target: >= 0.8).
 
@@ -71,7 +71,7 @@ def bare_update(config: PPOConfig, fragments: list[Fragment]):
                              nn.Linear(64, out))
 
     pi, vf = mlp(2), mlp(1)
-    optimizer = torch.optim.Adam([*pi.parameters(), *vf.parameters()], lr=config.lr)
+    optimizer = torch.optim.Adam([*pi.parameters(), *vf.parameters()], lr=config.lr, fused=True)
     obs = torch.from_numpy(np.concatenate([f.columns["obs"] for f in fragments]))
     actions = torch.from_numpy(np.concatenate([f.columns["actions"] for f in fragments]))
     old_logp = torch.from_numpy(np.concatenate([f.columns["action_logp"] for f in fragments]))

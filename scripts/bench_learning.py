@@ -101,7 +101,7 @@ def bare_ppo_cartpole() -> None:
                              nn.Linear(64, out))
 
     pi, vf = mlp(2), mlp(1)
-    optimizer = torch.optim.Adam([*pi.parameters(), *vf.parameters()], lr=c.lr)
+    optimizer = torch.optim.Adam([*pi.parameters(), *vf.parameters()], lr=c.lr, fused=True)
     obs_buf = torch.zeros(t_steps, n_envs, 4)
     act_buf = torch.zeros(t_steps, n_envs, dtype=torch.long)
     logp_buf, rew_buf = torch.zeros(t_steps, n_envs), np.zeros((t_steps, n_envs), np.float32)
