@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError) as err:  # Bad env, spaces, module, ...
         sys.exit(f"train.py: error: {err}")
     if args.restore:
-        algo.restore_from_path(args.restore)
+        try:
+            algo.restore_from_path(args.restore)
+        except (ValueError, KeyError) as err:  # A checkpoint of another algorithm or env.
+            algo.stop()
+            sys.exit(f"train.py: error: --restore {args.restore}: {err}")
 
     # 3. Train until a stop criterion holds.
     start, sampled = time.perf_counter(), 0
