@@ -11,6 +11,18 @@ from runners.envs import MultiAgentCartPole
 from test_algorithm_support import assert_states_equal
 
 
+def assert_return_rises(config, num_steps, factor):
+    """Build, train for ``num_steps`` env steps: the mean return ends ``factor`` x the first."""
+    algo = config.build_algo()
+    try:
+        first, last = train_until(algo, num_steps)
+        assert last["env_runners"]["episode_return_mean"] > factor * first["env_runners"][
+            "episode_return_mean"]
+        return algo, last
+    finally:
+        algo.stop()
+
+
 def train_until(algo, num_steps):
     first = None
     while True:
@@ -34,7 +46,7 @@ def test_ppo_learns_cartpole_and_reports_results():
         assert last["learners"]["__all__"]["num_env_steps_trained"] == 2000
         # After the sync the runner acts with exactly the learner's weights.
         assert_states_equal(algo.env_runner_group.local_env_runner.module.get_state(),
-                      algo.learner_group.get_weights(inference_only=True))
+                            algo.learner_group.get_weights(inference_only=True))
         assert algo.env_runner_group.local_env_runner.weights_seq_no == 11  # build + 10 syncs
         # Local learner: get_module is its (full) module, value function included.
         assert hasattr(algo.get_module(), "vf") and algo.get_module("no_such_id") is None
@@ -50,13 +62,7 @@ def test_ppo_learns_with_a_recurrent_module():
                                        "fcnet_hiddens": [32], "max_seq_len": 20})
               .training(vf_loss_coeff=0.01)
               .debugging(seed=0))
-    algo = config.build_algo()
-    try:
-        first, last = train_until(algo, 16_000)
-        assert last["env_runners"]["episode_return_mean"] > 2 * first["env_runners"][
-            "episode_return_mean"]
-    finally:
-        algo.stop()
+    assert_return_rises(config, 16_000, factor=2)
 
 
 def test_ppo_on_continuous_actions():
@@ -78,17 +84,12 @@ def test_ppo_on_continuous_actions():
 
 
 def test_vpg_learns_cartpole_from_whole_episodes():
-    algo = VPGConfig().environment("CartPole-v1").debugging(seed=0).build_algo()
-    try:
-        first = algo.train()
-        # Exactly num_episodes_per_train_batch complete episodes per update.
-        assert first["learners"]["__all__"]["num_env_steps_trained"] < first[
-            "num_env_steps_sampled_lifetime"]
-        _, last = train_until(algo, 25_000)
-        assert last["env_runners"]["episode_return_mean"] > 2.5 * first["env_runners"][
-            "episode_return_mean"]
-    finally:
-        algo.stop()
+    _, last = assert_return_rises(VPGConfig().environment("CartPole-v1").debugging(seed=0),
+                                  25_000, factor=2.5)
+    # Whole episodes only: the steps of episodes still running when the batch was full
+    # were sampled but not trained on.
+    assert last["learners"]["__all__"]["num_env_steps_trained"] < last["env_runners"][
+        "num_env_steps_sampled"]
 
 
 def test_multi_agent_ppo_trains_two_policies_independently():
@@ -108,7 +109,7 @@ def test_multi_agent_ppo_trains_two_policies_independently():
         assert last["env_runners"]["episode_return_mean"] > 2 * first["env_runners"][
             "episode_return_mean"]
         assert_states_equal(algo.env_runner_group.local_env_runner.module.get_state(),
-                      algo.learner_group.get_weights(inference_only=True))
+                            algo.learner_group.get_weights(inference_only=True))
     finally:
         algo.stop()
 

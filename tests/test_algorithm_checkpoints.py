@@ -30,7 +30,7 @@ def test_from_checkpoint_resumes_counters_weights_optimizer_and_return(trained):
         assert type(restored).__name__ == "PPO" and restored.config.seed == 3
         assert_states_equal(restored.learner_group.get_state(), algo.learner_group.get_state())
         assert_states_equal(restored.env_runner_group.local_env_runner.module.get_state(),
-                           algo.learner_group.get_weights(inference_only=True))
+                            algo.learner_group.get_weights(inference_only=True))
         next_results = [restored.train() for _ in range(3)]
         assert next_results[0]["training_iteration"] == result["training_iteration"] + 1
         assert next_results[0]["num_env_steps_sampled_lifetime"] == (

@@ -48,7 +48,7 @@ def test_two_remote_runners_sync_and_restore(ray_session, tmp_path):
                                component="learner_group/learner/rl_module/default_policy")
         saved = algo.get_module().__class__.from_checkpoint(module_dir).get_state()
         assert_states_equal(algo.learner_group.get_weights(inference_only=False),
-                             {"default_policy": saved})
+                            {"default_policy": saved})
         assert_every_runner_has_the_learner_weights(algo)
     finally:
         algo.stop()
@@ -69,7 +69,7 @@ def test_two_learners_and_two_runners(ray_session, tmp_path):
         # No local learner or runner: get_module is a local copy with the learner's weights.
         module = algo.get_module()
         assert_states_equal({"default_policy": module.get_state()},
-                             algo.learner_group.get_weights(inference_only=False))
+                            algo.learner_group.get_weights(inference_only=False))
 
         path = algo.save_to_path(str(tmp_path / "algo"))
         assert os.path.isdir(os.path.join(path, "learner_group", "learner", "optimizer"))
