@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,9 @@ class LocalRayCluster:
         self.root = Path(tempfile.mkdtemp(prefix="rc_", dir="/tmp"))  # Short: socket paths.
         self.procs: list[subprocess.Popen] = []
         self.address = ""
+        # Ray 2.60 turns token auth on for `ray start` when ~/.ray/auth_token exists, but a
+        # client only sends the token when told to: pin the mode for nodes and clients alike.
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
 
     def __enter__(self) -> "LocalRayCluster":
         try:
@@ -48,20 +52,20 @@ class LocalRayCluster:
         return self
 
     def _start(self, args: list[str], log: Path) -> None:
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         self.procs.append(subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                           env=env, start_new_session=True))
+                                           env=self.env, start_new_session=True))
 
     def _wait_for_nodes(self, n: int) -> None:
-        deadline = time.time() + self.start_timeout_s
-        while time.time() < deadline:
-            out = subprocess.run(["ray", "status", f"--address={self.address}"],
-                                 capture_output=True, text=True).stdout
-            if out.count("node_") >= n:
-                return
-            if any(p.poll() is not None for p in self.procs):
-                break
-            time.sleep(1)
+        """Poll from a client process, as the clients of the tests will connect."""
+        poll = (f"import ray, time; ray.init(address='{self.address}', log_to_driver=False)\n"
+                f"while sum(x['Alive'] for x in ray.nodes()) < {n}: time.sleep(0.5)")
+        try:
+            done = subprocess.run([sys.executable, "-c", poll], capture_output=True,
+                                  env=self.env, timeout=self.start_timeout_s).returncode == 0
+        except subprocess.TimeoutExpired:
+            done = False
+        if done:
+            return
         logs = "\n".join(p.read_text()[-2000:] for p in sorted(self.root.glob("node*.log")))
         raise RuntimeError(f"Ray node {n - 1} did not join within {self.start_timeout_s}s:\n{logs}")
 
