@@ -89,18 +89,18 @@ class EnvRunner:
         self._start_new_episodes()
         pieces: dict[tuple, list[Fragment]] = {}  # (episode_id, agent_id) -> in order
         ended: list[str] = []
-        errors_before = self.metrics.env_errors
+        errors_before = self.metrics.env_errors_lifetime
         while len(ended) < num_episodes:
             fragments, ended_now = self._collect(self.config.rollout_fragment_length, explore,
                                                  random_actions)
             for fragment in fragments:
                 pieces.setdefault((fragment.episode_id, fragment.agent_id), []).append(fragment)
             ended += ended_now
-            if self.metrics.env_errors - errors_before > _MAX_ENV_ERRORS_PER_EPISODE * (
-                    num_episodes + 1):
-                raise EnvError(f"EnvRunner {self.worker_index}: the env raised in "
-                               f"{self.metrics.env_errors - errors_before} episodes while "
-                               f"{len(ended)} of {num_episodes} completed; see the logged errors.")
+            errors = self.metrics.env_errors_lifetime - errors_before
+            if errors > _MAX_ENV_ERRORS_PER_EPISODE * (num_episodes + 1):
+                raise EnvError(f"EnvRunner {self.worker_index}: the env raised in {errors} "
+                               f"episodes while {len(ended)} of {num_episodes} completed; see "
+                               "the logged errors.")
         keep = set(ended[:num_episodes])
         return [concat_fragments(p) for (episode_id, _), p in pieces.items() if episode_id in keep]
 
@@ -273,7 +273,7 @@ class SingleAgentEnvRunner(EnvRunner):
         """Env ``i`` raised in step() and was rebuilt; its unfinished episode is not returned."""
         logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
                        "env rebuilt: %r", self.worker_index, i, err)
-        self.metrics.env_errors += 1
+        self.metrics.add_env_error()
         self._start_episode(i)
 
     def _start_new_episodes(self) -> None:

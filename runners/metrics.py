@@ -1,4 +1,9 @@
-"""Episode and step statistics of env runners, and how the group combines them."""
+"""Episode and step statistics of an env runner, and of a whole EnvRunnerGroup.
+
+Each runner keeps a ``RunnerMetrics``; the group keeps one more into which it merges what its
+runners report, so its lifetime counters and its window of recent episodes survive runner
+restarts (and, through ``get_state``, checkpoint restores).
+"""
 
 from __future__ import annotations
 
@@ -10,73 +15,90 @@ WINDOW = 100  # Episode means, min and max are over this many most recent episod
 
 
 class RunnerMetrics:
-    """Returns and lengths of the last ``WINDOW`` completed episodes plus step counters."""
+    """Returns and lengths of the last ``WINDOW`` completed episodes, and step, episode and
+    env-error counts since the last ``reduce()`` and over the lifetime."""
 
     def __init__(self) -> None:
         self._returns: deque[float] = deque(maxlen=WINDOW)
         self._lengths: deque[int] = deque(maxlen=WINDOW)
+        self._new_returns: list[float] = []  # Episodes completed since the last reduce().
+        self._new_lengths: list[int] = []
         self._steps = 0  # Since the last reduce().
-        self._episodes = 0
+        self._env_errors = 0
         self.steps_lifetime = 0
         self.episodes_lifetime = 0
-        self.env_errors = 0
+        self.env_errors_lifetime = 0
 
     def add_steps(self, n: int) -> None:
         self._steps += n
         self.steps_lifetime += n
 
     def add_episode(self, episode_return: float, length: int) -> None:
-        self._returns.append(float(episode_return))
-        self._lengths.append(int(length))
-        self._episodes += 1
+        episode_return, length = float(episode_return), int(length)
+        self._returns.append(episode_return)
+        self._lengths.append(length)
+        self._new_returns.append(episode_return)
+        self._new_lengths.append(length)
         self.episodes_lifetime += 1
 
+    def add_env_error(self) -> None:
+        self._env_errors += 1
+        self.env_errors_lifetime += 1
+
+    def merge(self, reduced: dict[str, Any]) -> None:
+        """Count what another ``RunnerMetrics.reduce()`` reported (its new episodes in order)."""
+        self.add_steps(reduced["num_env_steps_sampled"])
+        for episode_return, length in zip(reduced["episode_returns"],
+                                          reduced["episode_lengths"]):
+            self.add_episode(episode_return, length)
+        self._env_errors += reduced["num_env_errors"]
+        self.env_errors_lifetime += reduced["num_env_errors"]
+
     def reduce(self) -> dict[str, Any]:
-        """The metrics dict; restarts the since-last-call counters."""
+        """The metrics dict; restarts the since-last-call counts.
+
+        ``episode_returns``/``episode_lengths`` list the episodes completed since the last
+        call, oldest first (what a group merges); ``num_env_errors`` counts the env steps that
+        raised since the last call (their episodes were dropped).
+        """
         returns, lengths = self._returns, self._lengths
         out = {
             "episode_return_mean": sum(returns) / len(returns) if returns else math.nan,
             "episode_return_min": min(returns) if returns else math.nan,
             "episode_return_max": max(returns) if returns else math.nan,
             "episode_len_mean": sum(lengths) / len(lengths) if lengths else math.nan,
-            "num_episodes": self._episodes,
+            "episode_returns": self._new_returns,
+            "episode_lengths": self._new_lengths,
+            "num_episodes": len(self._new_returns),
             "num_env_steps_sampled": self._steps,
+            "num_env_errors": self._env_errors,
             "num_env_steps_sampled_lifetime": self.steps_lifetime,
             "num_episodes_lifetime": self.episodes_lifetime,
-            "num_env_errors": self.env_errors,
+            "num_env_errors_lifetime": self.env_errors_lifetime,
         }
-        self._steps = self._episodes = 0
+        self._new_returns, self._new_lengths = [], []
+        self._steps = self._env_errors = 0
         return out
 
-    def get_state(self) -> dict[str, int]:
+    def get_state(self) -> dict[str, Any]:
+        """Lifetime counters and the episode window (not the since-last-call counts)."""
         return {"num_env_steps_sampled_lifetime": self.steps_lifetime,
-                "num_episodes_lifetime": self.episodes_lifetime}
+                "num_episodes_lifetime": self.episodes_lifetime,
+                "num_env_errors_lifetime": self.env_errors_lifetime,
+                "episode_return_window": list(self._returns),
+                "episode_len_window": list(self._lengths)}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Load any subset of ``get_state()``'s keys."""
         self.steps_lifetime = int(state.get("num_env_steps_sampled_lifetime", self.steps_lifetime))
         self.episodes_lifetime = int(state.get("num_episodes_lifetime", self.episodes_lifetime))
-
-
-def aggregate(per_runner: list[dict[str, Any]]) -> dict[str, Any]:
-    """One dict for several runners: means weighted by each runner's window, sums otherwise.
-
-    A runner's window holds min(num_episodes_lifetime, WINDOW) episodes.
-    """
-    weights = [min(m["num_episodes_lifetime"], WINDOW) for m in per_runner]
-    total = sum(weights)
-
-    def weighted_mean(key: str) -> float:
-        if not total:
-            return math.nan
-        return sum(m[key] * w for m, w in zip(per_runner, weights) if w) / total
-
-    with_eps = [m for m, w in zip(per_runner, weights) if w]
-    return {
-        "episode_return_mean": weighted_mean("episode_return_mean"),
-        "episode_return_min": min((m["episode_return_min"] for m in with_eps), default=math.nan),
-        "episode_return_max": max((m["episode_return_max"] for m in with_eps), default=math.nan),
-        "episode_len_mean": weighted_mean("episode_len_mean"),
-        **{key: sum(m[key] for m in per_runner) for key in (
-            "num_episodes", "num_env_steps_sampled", "num_env_steps_sampled_lifetime",
-            "num_episodes_lifetime", "num_env_errors")},
-    }
+        self.env_errors_lifetime = int(state.get("num_env_errors_lifetime",
+                                                 self.env_errors_lifetime))
+        if "episode_return_window" in state:
+            returns, lengths = state["episode_return_window"], state["episode_len_window"]
+            if len(returns) != len(lengths):
+                raise ValueError(f"Runner metrics state: episode_return_window has {len(returns)} "
+                                 f"entries but episode_len_window {len(lengths)}; they must be "
+                                 "the same episodes.")
+            self._returns = deque(map(float, returns), maxlen=WINDOW)
+            self._lengths = deque(map(int, lengths), maxlen=WINDOW)

@@ -282,7 +282,7 @@ class MultiAgentEnvRunner(EnvRunner):
     def _drop_failed_episode(self, slot: _Slot, err: Exception) -> None:
         logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
                        "env rebuilt: %r", self.worker_index, slot.episode.env_index, err)
-        self.metrics.env_errors += 1
+        self.metrics.add_env_error()
         try:
             slot.env.close()
         except Exception:  # The env is broken already; closing is best effort.
