@@ -65,6 +65,8 @@ class Algorithm:
         return {
             "training_iteration": self.training_iteration,
             "num_env_steps_sampled_lifetime": runner_metrics["num_env_steps_sampled_lifetime"],
+            "env_steps_per_s": runner_metrics["num_env_steps_sampled"] / (
+                time.perf_counter() - t0),
             "env_runners": runner_metrics,
             "learners": learner_results,
             "timers": {"sample_s": t1 - t0, "learn_s": t2 - t1, "sync_s": t3 - t2,

@@ -11,6 +11,11 @@ Layout of ``Algorithm.save_to_path(path)``::
     path/learner_group/learner/optimizer/state.json (+ arrays.safetensors), and any other
                                                       learner state (e.g. PPO's kl_coeffs)
 
+Saves are atomic (``rlmodules.checkpoint.write_dir_atomically``): a save killed at any moment
+leaves a complete checkpoint. Only a kill between its two renames leaves ``path`` missing, with
+the new copy and the previous one complete next to it; loading ``path`` then takes the new copy
+and the next save clears what the killed one left.
+
 Arrays go to safetensors, everything else to JSON; no code is pickled. Config values that
 are not data (classes, functions) are stored by import path; lambdas and local functions
 cannot be, so ``from_checkpoint`` then asks for the config.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -28,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlmodules.checkpoint import (WEIGHTS_FILE, CheckpointError, class_path, import_class,
+from rlmodules.checkpoint import (METADATA_FILE, WEIGHTS_FILE, CheckpointError, class_path, import_class,
                                   load_state_tensors, read_metadata, save_module,
                                   save_state_tensors, spaces_from_json, spaces_to_json,
                                   write_dir_atomically, write_metadata)
@@ -92,7 +98,32 @@ def save_algorithm(algo: "Algorithm", path: str) -> str:
         _write_components(tmp, state, "", algo)
         write_metadata(tmp, meta)
 
-    return str(write_dir_atomically(path, write))
+    written = write_dir_atomically(path, write)
+    for leftover in _leftovers(written):  # Of earlier saves that were killed.
+        shutil.rmtree(leftover, ignore_errors=True)
+    return str(written)
+
+
+def _leftovers(path: Path) -> list[Path]:
+    """What killed saves to ``path`` left next to it: temp copies and swapped-out backups."""
+    return [p for pattern in (f".{path.name}.tmp-*", f".{path.name}.old-*")
+            for p in path.parent.glob(pattern) if p.is_dir()]
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``path``, or if a save was killed between its two renames, the complete copy it left.
+
+    write_dir_atomically fsyncs the new copy (metadata last) before moving the old one away, so
+    with ``path`` gone the newest complete temp copy is the checkpoint that was being saved.
+    """
+    path = Path(path).absolute()
+    if path.exists():
+        return path
+    complete = [p for p in _leftovers(path) if (p / METADATA_FILE).is_file()]
+    newest_first = sorted(complete, key=lambda p: (p.name.startswith(f".{path.name}.tmp-"),
+                                                   (p / METADATA_FILE).stat().st_mtime),
+                          reverse=True)
+    return newest_first[0] if newest_first else path
 
 
 def _write_components(directory: Path, state: Mapping[str, Any], prefix: str,
@@ -147,7 +178,7 @@ def read_component(path: str, component: str | None = None) -> dict[str, Any]:
 
     Without ``component``, ``path`` must be a whole algorithm checkpoint.
     """
-    directory = Path(path)
+    directory = find_checkpoint(path) if component is None else Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"Checkpoint '{path}' does not exist or is not a directory.")
     if component is None:
@@ -205,6 +236,7 @@ def read_state_file(directory: Path) -> Any:
 
 def load_algorithm(path: str, config: "AlgorithmConfig | None" = None) -> "Algorithm":
     """Build the algorithm recorded at ``path`` (with ``config`` if given) and load its state."""
+    path = str(find_checkpoint(path))
     meta = read_metadata(path)
     if meta.get("kind") != "algorithm":
         raise CheckpointError(f"'{path}' is not an algorithm checkpoint (it holds a "

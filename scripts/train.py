@@ -1,11 +1,16 @@
-"""Train PPO (or VPG) until a mean return is reached, then write a checkpoint.
+"""Train PPO (or VPG) until a mean return is reached, logging to a run directory.
 
     python scripts/train.py                        # PPO on CartPole-v1, local, until return >= 450
     python scripts/train.py --algo VPG --stop-reward 400
     python scripts/train.py --num-env-runners 2 --num-learners 2     # Ray actors on this machine
-    python scripts/train.py --address 10.0.0.5:6379 --num-env-runners 8   # a running Ray cluster
-    python scripts/train.py --restore runs/<time>/checkpoint --stop-iters 10   # continue a run
+    python scripts/train.py --address auto --num-env-runners 8       # a running Ray cluster
+    python scripts/train.py --checkpoint-every 10  # a checkpoint every 10 iterations
+    python scripts/train.py --restore runs/<time>  # continue a killed or finished run
 
+Every run has a run directory (--run-dir, default ./runs/<time>/) holding its flags
+(args.json), every iteration's results (results.jsonl, TensorBoard files if installed) and its
+checkpoint (checkpoint/, unless --checkpoint-dir says otherwise). --restore continues a run
+with its saved flags (flags given again override them) and keeps logging into its directory.
 Local mode (no runners, no learners, no --address) never imports Ray. The run stops at the
 first of --stop-reward / --stop-timesteps / --stop-iters.
 """
@@ -13,9 +18,15 @@ first of --stop-reward / --stop-timesteps / --stop-iters.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import time
+from pathlib import Path
+
+from algorithms.checkpoints import find_checkpoint
+from algorithms.run_log import RESULTS_FILE, Progress, RunLog, new_run_dir
+
+ARGS_FILE = "args.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,37 +39,76 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-learners", type=int, default=0,
                         help="Ray learner actors (>= 2: data-parallel); 0 learns in this process")
     parser.add_argument("--address", default=None,
-                        help="address of a running Ray cluster to connect to (e.g. host:6379)")
+                        help="Ray cluster to join: 'auto', host:port, or ray://host:10001")
     parser.add_argument("--stop-reward", type=float, default=450.0,
                         help="stop once the mean return over the last 100 episodes reaches this")
     parser.add_argument("--stop-timesteps", type=int, default=None)
     parser.add_argument("--stop-iters", type=int, default=None)
+    parser.add_argument("--run-dir", default=None,
+                        help="where results and the checkpoint go (default: ./runs/<time>/)")
     parser.add_argument("--checkpoint-dir", default=None,
-                        help="where to write the final checkpoint (default: "
-                             "./runs/<timestamp>/checkpoint)")
+                        help="where checkpoints go (default: <run dir>/checkpoint)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                        help="also checkpoint every N iterations (0: only at the end)")
     parser.add_argument("--restore", default=None,
-                        help="algorithm checkpoint to continue from (weights, optimizer, counters)")
+                        help="run directory or algorithm checkpoint to continue from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for flag in ("num_env_runners", "num_learners"):
+    if args.restore is not None:  # The run's saved flags become the defaults; argv still wins.
+        checkpoint, run_dir, saved = locate_restore(args.restore, parser)
+        parser.set_defaults(**saved, run_dir=run_dir)
+        args = parser.parse_args(argv)
+        args.restore = checkpoint
+    for flag in ("num_env_runners", "num_learners", "checkpoint_every"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     for flag in ("stop_timesteps", "stop_iters"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
-    if args.restore is not None and not os.path.isfile(os.path.join(args.restore,
-                                                                    "metadata.json")):
-        parser.error(f"--restore {args.restore}: no algorithm checkpoint there (expected a "
-                     "directory written by this script or Algorithm.save_to_path)")
+    if args.run_dir and not args.restore and (Path(args.run_dir) / RESULTS_FILE).exists():
+        parser.error(f"--run-dir {args.run_dir} holds the results of another run; continue it "
+                     f"with --restore {args.run_dir} or choose a new directory")
     return args
+
+
+def locate_restore(path: str, parser: argparse.ArgumentParser
+                   ) -> tuple[str, str | None, dict]:
+    """--restore RUN_DIR or CHECKPOINT -> (checkpoint, its run dir or None, the run's flags)."""
+    given = Path(path)
+    run_dir = given if (given / ARGS_FILE).is_file() else \
+        given.parent if (given.parent / ARGS_FILE).is_file() else None
+    saved = json.loads((run_dir / ARGS_FILE).read_text()) if run_dir else {}
+    checkpoint = Path(saved.get("checkpoint_dir") or given / "checkpoint") if run_dir == given \
+        else given
+    checkpoint = find_checkpoint(checkpoint)
+    if not (checkpoint / "metadata.json").is_file():
+        parser.error(f"--restore {path}: no algorithm checkpoint there (expected a run "
+                     "directory or checkpoint written by this script or Algorithm.save_to_path)")
+    return str(checkpoint), str(run_dir) if run_dir else None, saved
+
+
+def init_ray(address: str | None) -> None:
+    # Ray 2.60's `ray start` turns on token auth once ~/.ray/auth_token exists, but a client
+    # only sends that token when RAY_AUTH_MODE=token; without it joining such a cluster fails.
+    # (Set before importing ray, which reads it then.)
+    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    import ray
+
+    ray.init(address=address)  # None starts a local Ray; "auto", host:port, ray://... join one.
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = os.path.abspath(args.checkpoint_dir or run_dir / "checkpoint")
+    (run_dir / ARGS_FILE).write_text(json.dumps(
+        {k: v for k, v in vars(args).items() if k not in ("restore", "run_dir")}
+        | {"checkpoint_dir": checkpoint}, indent=1))
+    print(f"run dir: {run_dir}", flush=True)
     if args.address or args.num_env_runners or args.num_learners:
-        import ray
-
-        ray.init(address=args.address)  # None starts a local Ray instance.
+        init_ray(args.address)
 
     # 1. Config: the algorithm's defaults plus what the flags say.
     if args.algo == "PPO":
@@ -84,27 +134,30 @@ def main(argv: list[str] | None = None) -> int:
             algo.stop()
             sys.exit(f"train.py: error: --restore {args.restore}: {err}")
 
-    # 3. Train until a stop criterion holds.
-    start, sampled = time.perf_counter(), 0
-    while True:
-        result = algo.train()
-        steps = result["num_env_steps_sampled_lifetime"]
-        sampled += result["env_runners"]["num_env_steps_sampled"]
-        mean_return = result["env_runners"]["episode_return_mean"]
-        rate = sampled / (time.perf_counter() - start)
-        print(f"iter {result['training_iteration']:4d}  env steps {steps:8d}  "
-              f"mean return {mean_return:8.2f}  {rate:7.0f} steps/s", flush=True)
-        if (mean_return >= args.stop_reward
-                or (args.stop_timesteps is not None and steps >= args.stop_timesteps)
-                or (args.stop_iters is not None
-                    and result["training_iteration"] >= args.stop_iters)):
-            break
-
-    # 4. Checkpoint.
-    path = args.checkpoint_dir or os.path.join(
-        "runs", time.strftime("%Y%m%d-%H%M%S"), "checkpoint")
-    print(f"checkpoint: {algo.save_to_path(path)}")
-    algo.stop()
+    # 3. Train until a stop criterion holds, checkpointing every --checkpoint-every iterations.
+    try:
+        with RunLog(run_dir, start_iteration=algo.training_iteration) as log:
+            progress = Progress(stop_iters=args.stop_iters, stop_timesteps=args.stop_timesteps)
+            while True:
+                result = algo.train()
+                log.write(result)
+                print(progress.line(result), flush=True)
+                iteration, steps = result["training_iteration"], result[
+                    "num_env_steps_sampled_lifetime"]
+                done = (result["env_runners"]["episode_return_mean"] >= args.stop_reward
+                        or (args.stop_timesteps is not None and steps >= args.stop_timesteps)
+                        or (args.stop_iters is not None and iteration >= args.stop_iters))
+                if done or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
+                    algo.save_to_path(checkpoint)  # 4. Checkpoint (atomically).
+                if done:
+                    break
+    except KeyboardInterrupt:
+        sys.exit(f"train.py: interrupted; continue from the last checkpoint with --restore "
+                 f"{run_dir}" if os.path.isdir(checkpoint) else
+                 "train.py: interrupted before the first checkpoint (see --checkpoint-every)")
+    finally:
+        algo.stop()
+    print(f"checkpoint: {checkpoint}")
     return 0
 
 

@@ -1,59 +1,147 @@
-"""scripts/train.py as a user runs it: a subprocess with flags."""
+"""scripts/train.py as a user runs it: a subprocess with flags, in its own working directory."""
 
+import importlib.util
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from algorithms.run_log import read_results
+
 SCRIPT = str(Path(__file__).resolve().parents[1] / "scripts" / "train.py")
+_spec = importlib.util.spec_from_file_location("train", SCRIPT)
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
 
 
-def run(*flags, timeout=120):
+def run(*flags, cwd, timeout=120, env=None):
     return subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd, env=env)
 
 
-def test_trains_checkpoints_and_resumes(tmp_path):
-    checkpoint = str(tmp_path / "ckpt")
-    first = run("--stop-iters", "2", "--checkpoint-dir", checkpoint)
+def iter_lines(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("iter")]
+
+
+def test_run_dir_holds_flags_results_and_checkpoint_and_resumes(tmp_path):
+    first = run("--stop-iters", "2", "--checkpoint-dir", "ckpt", "--seed", "7", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    lines = [line for line in first.stdout.splitlines() if line.startswith("iter")]
+    (run_dir,) = (tmp_path / "runs").iterdir()  # The default: ./runs/<time>/
+    assert first.stdout.startswith(f"run dir: runs/{run_dir.name}\n")
+    lines = iter_lines(first.stdout)
     assert len(lines) == 2 and "env steps     4000" in lines[1] and "mean return" in lines[1]
-    assert os.path.isfile(os.path.join(checkpoint, "metadata.json"))
+    assert "time left" in lines[0]  # --stop-iters makes the end known.
+    assert (tmp_path / "ckpt" / "metadata.json").is_file()
+    rows = read_results(run_dir)
+    assert [r["training_iteration"] for r in rows] == [1, 2]
+    assert rows[1]["env_runners"]["num_env_steps_sampled"] == 2000
 
-    resumed = run("--restore", checkpoint, "--stop-iters", "3",
-                  "--checkpoint-dir", str(tmp_path / "ckpt2"))
+    # Continue the run: its saved flags (seed, checkpoint dir) hold unless given again.
+    resumed = run("--restore", f"runs/{run_dir.name}", "--stop-iters", "3", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    lines = [line for line in resumed.stdout.splitlines() if line.startswith("iter")]
+    lines = iter_lines(resumed.stdout)
     assert len(lines) == 1 and lines[0].startswith("iter    3  env steps     6000")
+    assert f"checkpoint: {tmp_path / 'ckpt'}" in resumed.stdout
+    assert [r["training_iteration"] for r in read_results(run_dir)] == [1, 2, 3]
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    saved = json.loads((run_dir / "args.json").read_text())
+    assert saved["seed"] == 7 and saved["stop_iters"] == 3
+
+
+def test_a_run_dir_with_results_is_not_reused_without_restore(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text("")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--run-dir", str(tmp_path)])
+    assert f"--run-dir {tmp_path} holds the results of another run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--algo", "DQN"], "invalid choice: 'DQN'"),
     (["--num-env-runners", "-1"], "--num-env-runners must be >= 0, got -1"),
+    (["--checkpoint-every", "-2"], "--checkpoint-every must be >= 0, got -2"),
     (["--stop-iters", "0"], "--stop-iters must be > 0"),
     (["--stop-reward", "high"], "invalid float value: 'high'"),
     (["--restore", "/no/such/dir"], "--restore /no/such/dir: no algorithm checkpoint"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
-def test_bad_flags_exit_nonzero_with_a_message(flags, message):
-    result = run(*flags, timeout=60)
-    assert result.returncode != 0
-    assert message in result.stderr
+def test_bad_flags_exit_nonzero_with_a_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(flags)
+    assert exit_info.value.code != 0
+    assert message in capsys.readouterr().err
 
 
 def test_unknown_env_is_a_clear_error(tmp_path):
-    result = run("--env", "NoSuchEnv-v0", "--stop-iters", "1")
+    result = run("--env", "NoSuchEnv-v0", "--stop-iters", "1", cwd=tmp_path)
     assert result.returncode != 0
     assert "NoSuchEnv-v0" in result.stderr
 
 
-def test_connects_to_a_running_ray_cluster(ray_session, tmp_path):
+def test_ctrl_c_stops_cleanly_and_says_how_to_continue(tmp_path):
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--checkpoint-every", "1",
+                             "--run-dir", "r"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:
+        if line.startswith("iter    2"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "interrupted; continue from the last checkpoint with --restore r" in stderr
+    assert "Traceback" not in stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def ray_client_address(ray_session):
+    """ray://... of a Ray Client server in front of the test session's cluster."""
+    pytest.importorskip("grpc", reason="ray:// needs Ray Client: pip install 'ray[client]'")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ray.util.client.server", "--mode", "legacy", "--port",
+         str(port), "--address", ray_session.get_runtime_context().gcs_address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            assert time.monotonic() < deadline and server.poll() is None, \
+                "the Ray Client server did not start"
+            time.sleep(0.2)
+        yield f"ray://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.mark.parametrize("how", ["host:port", "auto", "ray://"])
+def test_joins_a_running_ray_cluster(how, ray_session, request, tmp_path):
     # The test session's Ray is a running cluster like any other: train.py joins it.
-    address = ray_session.get_runtime_context().gcs_address
+    gcs_address = ray_session.get_runtime_context().gcs_address
+    env = dict(os.environ)
+    if how == "host:port":
+        address = gcs_address
+    elif how == "auto":  # "auto" finds the cluster in RAY_ADDRESS (or the latest on this host).
+        address, env["RAY_ADDRESS"] = "auto", gcs_address
+    else:
+        address = request.getfixturevalue("ray_client_address")
     result = run("--address", address, "--num-env-runners", "1", "--stop-iters", "1",
-                 "--checkpoint-dir", str(tmp_path / "ckpt"), timeout=180)
+                 "--run-dir", "r", cwd=tmp_path, env=env, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("iter    1  env steps     2000")
+    assert iter_lines(result.stdout)[0].startswith("iter    1  env steps     2000")
+    assert read_results(tmp_path / "r")[0]["env_runners"]["num_healthy_env_runners"] == 1
