@@ -25,6 +25,8 @@ class LearnerGroup:
     """Learner actors must be scheduled and built within this time."""
     CALL_TIMEOUT_S = 1800.0
     """Upper bound for any call to the learner actors (and for their collectives)."""
+    PEER_WAIT_S = 10.0
+    """After one learner failed, how long the others get to finish their part of the call."""
 
     def __init__(self, *, config: Any, module_spec: MultiRLModuleSpec,
                  learner_class: type[Learner]) -> None:
@@ -151,9 +153,8 @@ class LearnerGroup:
             "num_learners or the per-learner resources, or add resources to the cluster.")
 
     def _gather(self, refs: list[Any], what: str, timeout_s: float | None = None) -> list[Any]:
-        """Results of one call per learner, in order; fails fast on the first dead learner."""
+        """Results of one call per learner, in order; fails fast on the first failed learner."""
         import ray
-        from ray.exceptions import RayActorError
 
         timeout_s = self.CALL_TIMEOUT_S if timeout_s is None else timeout_s
         index = {ref: i for i, ref in enumerate(refs)}
@@ -170,12 +171,43 @@ class LearnerGroup:
             for ref in ready:
                 try:
                     results[index[ref]] = ray.get(ref)
-                except RayActorError as error:
-                    raise RuntimeError(
-                        f"LearnerGroup.{what}: learner {index[ref]} (of {len(self._actors)}) "
-                        f"died. The learner group cannot continue: stop() it and build a new one "
-                        f"(e.g. from the last checkpoint). Cause: {_describe(error)}") from error
+                except Exception as error:
+                    self._raise_failure(what, index[ref], error, pending, index)
         return results
+
+    def _raise_failure(self, what: str, learner: int, error: Exception, pending: list[Any],
+                       index: dict[Any, int]) -> None:
+        """Raise the error for learner ``learner``'s failed call, naming the learner that died
+        if one did (its peers then fail in their collectives too, and may do so first). If
+        the others do not finish, they wait in a collective for a peer that left it: the group
+        is stopped instead of hanging until CALL_TIMEOUT_S."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        stuck: list[Any] = []
+        if not isinstance(error, RayActorError) and pending:
+            done, stuck = ray.wait(pending, num_returns=len(pending), timeout=self.PEER_WAIT_S)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except RayActorError as died:
+                    learner, error, stuck = index[ref], died, []
+                    break
+                except Exception:  # Failed alike; the first failure is reported.
+                    pass
+        of = f"learner {learner} (of {len(index)})"
+        if isinstance(error, RayActorError):
+            raise RuntimeError(
+                f"LearnerGroup.{what}: {of} died. The learner group cannot continue: stop() it "
+                "and build a new one (e.g. from the last checkpoint). Cause: "
+                f"{_describe(error)}") from error
+        if stuck:
+            self.stop()
+            raise RuntimeError(
+                f"LearnerGroup.{what}: {of} raised, and learner(s) "
+                f"{sorted(index[r] for r in stuck)} still wait for it in a collective, so the "
+                f"group was stopped; build a new one. Cause: {_describe(error)}") from error
+        raise error
 
 
 class LearnerActor:

@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 
 class LocalRayCluster:
-    """``with LocalRayCluster(cpus_per_node=[1, 1]) as c: ... c.address ... c.stop_node(1)``."""
+    """``with LocalRayCluster(cpus_per_node=[1, 1]) as c: ... c.address ... c.kill_node(1)``."""
 
     def __init__(self, cpus_per_node: list[int], start_timeout_s: float = 60.0):
         self.cpus_per_node = cpus_per_node
@@ -70,7 +70,8 @@ class LocalRayCluster:
         raise RuntimeError(f"Ray node {n - 1} did not join within {self.start_timeout_s}s:\n{logs}")
 
     def stop_node(self, index: int, timeout_s: float = 30.0) -> None:
-        """Stop one node (SIGTERM to its `ray start --block`, then its whole session)."""
+        """Stop one node (SIGTERM to its `ray start --block`, then ``kill_node``). Slow while
+        the node runs workers: Ray then takes ~20 s to let go of them."""
         proc = self.procs[index]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -78,10 +79,31 @@ class LocalRayCluster:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 pass
+        self.kill_node(index)
+
+    def kill_node(self, index: int) -> None:
+        """The node fails as if its machine died: SIGKILL to all of its processes at once."""
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Anything the node left behind.
+            os.killpg(self.procs[index].pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self.procs[index].wait()
+
+    def processes(self) -> list[int]:
+        """Pids of the live processes of the started nodes (all run in the nodes' sessions)."""
+        sessions = {proc.pid for proc in self.procs}
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # It just exited.
+                continue
+            state, _, _, session = stat[stat.rindex(")") + 2:].split()[:4]
+            if int(session) in sessions and state != "Z":
+                pids.append(int(entry.name))
+        return pids
 
     def __exit__(self, *exc) -> None:
         for i in reversed(range(len(self.procs))):
