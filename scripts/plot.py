@@ -9,32 +9,21 @@ object per training iteration).
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
+
+from algorithms.run_log import read_results
 
 
 def load_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     """(env steps, mean return) per iteration of one run; iterations without episodes are skipped."""
-    path = run_dir / "results.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: pass run directories written by "
-                                "scripts/train.py (they contain results.jsonl).")
     steps, returns = [], []
-    with path.open() as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                if line_no > 1 and not line.endswith("\n"):
-                    break  # A run killed mid-write leaves a partial last line.
-                raise ValueError(f"{path}:{line_no} is not valid JSON.") from None
-            ret = row.get("env_runners", {}).get("episode_return_mean")
-            if ret is not None and ret == ret:  # Skip NaN (no episode finished yet).
-                steps.append(row["num_env_steps_sampled_lifetime"])
-                returns.append(ret)
+    for row in read_results(run_dir):
+        ret = row["env_runners"]["episode_return_mean"]
+        if not math.isnan(ret):
+            steps.append(row["num_env_steps_sampled_lifetime"])
+            returns.append(ret)
     return steps, returns
 
 
@@ -58,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        ax.plot(steps, returns, label=run_dir.name)
+        ax.plot(steps, returns, label=str(run_dir))
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return (mean of last 100)")
     ax.set_title(args.title)
