@@ -1,0 +1,156 @@
+"""Faults while PPO trains on the session's real local Ray: a runner process killed, an env that
+raises in step(), a learner process that dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from algorithms.ppo import PPOTorchLearner
+from test_algorithm_ray import assert_every_runner_has_the_learner_weights, small_ppo
+
+
+class FlakyCartPole(gym.Wrapper):
+    """CartPole whose step() raises on every ``fail_every``-th step of each instance."""
+
+    def __init__(self, config):
+        super().__init__(gym.make("CartPole-v1"))
+        self.fail_every, self.steps = config["fail_every"], 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps % self.fail_every == 0:
+            raise RuntimeError("simulated env crash")
+        return self.env.step(action)
+
+
+class DiesInSecondUpdate(PPOTorchLearner):
+    """Learner 0's process is killed in its second update, while its peers wait for its
+    gradients in the all-reduce."""
+
+    num_updates = 0
+
+    def update(self, fragments):
+        self.num_updates += 1
+        return super().update(fragments)
+
+    def compute_loss_for_module(self, **kwargs):
+        if self.learner_index == 0 and self.num_updates == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().compute_loss_for_module(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def ray(ray_session):
+    """Ray, with this file's classes shipped to actors by value."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray_session
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def ppo(num_learners=0):
+    return small_ppo(num_env_runners=2 if num_learners == 0 else 1, num_learners=num_learners) \
+        .training(train_batch_size_per_learner=1000, num_epochs=4)
+
+
+def runner_pids(algo):
+    return algo.env_runner_group.foreach_env_runner(lambda r: (r.worker_index, os.getpid()))
+
+
+def train(algo, iterations):
+    return [algo.train()["env_runners"] for _ in range(iterations)]
+
+
+def assert_counts_rise(metrics, key):
+    counts = [m[key] for m in metrics]
+    assert all(a < b for a, b in zip(counts, counts[1:])), counts
+
+
+def test_a_killed_runner_comes_back_with_the_current_weights(ray):
+    algo = ppo().build_algo()
+    try:
+        metrics = train(algo, 3)
+        before = runner_pids(algo)
+        os.kill(before[0][1], signal.SIGKILL)
+        metrics += train(algo, 1)  # Raises nothing.
+        assert_every_runner_has_the_learner_weights(algo)
+        after = runner_pids(algo)
+        assert after[0][0] == 1 and after[0][1] != before[0][1] and after[1] == before[1]
+        metrics += train(algo, 8)
+    finally:
+        algo.stop()
+    assert [m["num_env_runner_restarts"] for m in metrics] == [0] * 3 + [1] * 9
+    assert all(m["num_healthy_env_runners"] == 2 for m in metrics)
+    assert_counts_rise(metrics, "num_env_steps_sampled_lifetime")
+    assert_counts_rise(metrics, "num_episodes_lifetime")
+    assert metrics[-1]["episode_return_mean"] > 2 * metrics[2]["episode_return_mean"]
+
+
+def test_env_errors_drop_episodes_are_counted_and_survive_runner_restarts(ray):
+    algo = ppo().environment(FlakyCartPole, env_config={"fail_every": 300}).build_algo()
+    try:
+        metrics = train(algo, 4)
+        os.kill(runner_pids(algo)[1][1], signal.SIGKILL)
+        metrics += train(algo, 8)
+    finally:
+        algo.stop()
+    errors = [m["num_env_errors_lifetime"] for m in metrics]
+    assert errors == np.cumsum([m["num_env_errors"] for m in metrics]).tolist()
+    # Failed steps are repaired inside the runner (env rebuilt, episode dropped): no restart.
+    assert errors[3] > 0 and metrics[3]["num_env_runner_restarts"] == 0
+    assert errors[-1] > errors[3] and metrics[-1]["num_env_runner_restarts"] == 1
+    assert metrics[-1]["episode_return_mean"] > 2 * metrics[0]["episode_return_mean"]
+
+
+def train_expecting_an_error(algo, timeout_s=120):
+    """algo.train()'s exception; fails (instead of hanging the suite) if it does not return."""
+    outcome = []
+
+    def run():
+        try:
+            algo.train()
+        except Exception as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert outcome, f"algo.train() hung for {timeout_s} s after a learner died"
+    assert outcome[0] is not None, "algo.train() went on without the dead learner"
+    return outcome[0]
+
+
+def test_a_learner_killed_between_iterations_is_a_clear_error(ray):
+    algo = ppo(num_learners=1).build_algo()
+    try:
+        algo.train()
+        os.kill(algo.learner_group.foreach_learner(lambda learner: os.getpid())[0],
+                signal.SIGKILL)
+        error = train_expecting_an_error(algo)
+    finally:
+        algo.stop()
+    assert isinstance(error, RuntimeError)
+    assert "LearnerGroup.update: learner 0 (of 1) died" in str(error)
+    assert "Cause: The actor died unexpectedly" in str(error)
+
+
+def test_a_learner_dying_inside_a_collective_is_a_clear_error(ray):
+    algo = ppo(num_learners=2).training(learner_class=DiesInSecondUpdate).build_algo()
+    try:
+        algo.train()
+        error = train_expecting_an_error(algo)  # Learner 1 waits in the all-reduce.
+    finally:
+        algo.stop()
+    assert isinstance(error, RuntimeError)
+    assert "LearnerGroup.update: learner 0 (of 2) died" in str(error)
+    assert "Cause: The actor died unexpectedly" in str(error)
