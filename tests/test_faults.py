@@ -1,5 +1,6 @@
 """Faults while PPO trains on the session's real local Ray: a runner process killed, an env that
-raises in step(), a learner process that dies."""
+raises in step(), a learner process that dies; and a run restored from its checkpoint, which
+must go on with its episode statistics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from algorithms import Algorithm
 from algorithms.ppo import PPOTorchLearner
 from test_algorithm_ray import assert_every_runner_has_the_learner_weights, small_ppo
 
@@ -154,3 +156,24 @@ def test_a_learner_dying_inside_a_collective_is_a_clear_error(ray):
     assert isinstance(error, RuntimeError)
     assert "LearnerGroup.update: learner 0 (of 2) died" in str(error)
     assert "Cause: The actor died unexpectedly" in str(error)
+
+
+def test_a_restored_run_keeps_its_recent_episodes_and_counters(tmp_path):
+    algo = small_ppo(num_env_runners=0, num_learners=0).build_algo()
+    try:
+        last = train(algo, 2)[-1]
+        path = algo.save_to_path(str(tmp_path / "checkpoint"))
+    finally:
+        algo.stop()
+    restored = Algorithm.from_checkpoint(path)
+    try:
+        metrics = restored.env_runner_group.get_metrics()  # No new episode yet.
+        first = train(restored, 1)[0]
+    finally:
+        restored.stop()
+    assert metrics["num_episodes"] == 0 and last["num_episodes"] > 0
+    for key in ("episode_return_mean", "episode_return_min", "episode_return_max",
+                "episode_len_mean", "num_episodes_lifetime", "num_env_steps_sampled_lifetime",
+                "num_env_errors_lifetime"):
+        assert metrics[key] == last[key], key
+    assert first["num_episodes_lifetime"] == last["num_episodes_lifetime"] + first["num_episodes"]
