@@ -39,7 +39,8 @@ class EnvRunnerConfig:
     rollout_fragment_length: int = 200
     restart_failed_env_runners: bool = True
     max_num_env_runner_restarts: int = 1000
-    # How long EnvRunnerGroup waits for its Ray actors to be scheduled and built.
+    # How long EnvRunnerGroup waits for its Ray actors to be scheduled and built (at the start;
+    # after a restart it then goes on without the runner until Ray has placed it).
     env_runner_start_timeout_s: float = 120.0
     seed: int | None = None
     # Torch intra-op threads in each remote runner process.

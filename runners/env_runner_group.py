@@ -387,6 +387,10 @@ class EnvRunnerGroup:
             for ref in ready:
                 self._on_started(waiting[ref])  # Or restarts it once more.
             if len(ready) < len(waiting):
+                late = sorted(index for ref, index in waiting.items() if ref not in ready)
+                logger.warning("EnvRunners %s are not up %g s after their restart (no node has "
+                               "room for them?); the group goes on without them until Ray "
+                               "places them.", late, limit)
                 break
         if len(self._starting) == len(self._actors):
             raise RuntimeError(self._none_up_message())

@@ -8,13 +8,16 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from algorithms import Algorithm
-from algorithms.ppo import PPOTorchLearner
+from algorithms.ppo import DefaultPPOTorchRLModule, PPOTorchLearner
+from rlmodules import RLModuleSpec
+from runners import EnvRunnerConfig, EnvRunnerGroup
 from test_algorithm_ray import assert_every_runner_has_the_learner_weights, small_ppo
 
 
@@ -48,6 +51,13 @@ class DiesInSecondUpdate(PPOTorchLearner):
         return super().compute_loss_for_module(**kwargs)
 
 
+class Blocker:
+    """An actor that only holds its CPUs."""
+
+    def ready(self):
+        return True
+
+
 @pytest.fixture(scope="module")
 def ray(ray_session):
     """Ray, with this file's classes shipped to actors by value."""
@@ -63,8 +73,9 @@ def ppo(num_learners=0):
         .training(train_batch_size_per_learner=1000, num_epochs=4)
 
 
-def runner_pids(algo):
-    return algo.env_runner_group.foreach_env_runner(lambda r: (r.worker_index, os.getpid()))
+def runner_pids(algo_or_group):
+    group = getattr(algo_or_group, "env_runner_group", algo_or_group)
+    return group.foreach_env_runner(lambda r: (r.worker_index, os.getpid()))
 
 
 def train(algo, iterations):
@@ -110,6 +121,36 @@ def test_env_errors_drop_episodes_are_counted_and_survive_runner_restarts(ray):
     assert errors[3] > 0 and metrics[3]["num_env_runner_restarts"] == 0
     assert errors[-1] > errors[3] and metrics[-1]["num_env_runner_restarts"] == 1
     assert metrics[-1]["episode_return_mean"] > 2 * metrics[0]["episode_return_mean"]
+
+
+def test_a_runner_without_room_to_restart_shrinks_the_group_until_it_fits(ray):
+    config = EnvRunnerConfig(env="CartPole-v1", num_env_runners=2, num_cpus_per_env_runner=1,
+                             rl_module_spec=RLModuleSpec(module_class=DefaultPPOTorchRLModule),
+                             rollout_fragment_length=50, env_runner_start_timeout_s=5)
+    group = EnvRunnerGroup(config)  # The session's 2 CPUs, one per runner.
+    blocker = None
+    try:
+        os.kill(runner_pids(group)[0][1], signal.SIGKILL)
+        blocker = ray.remote(num_cpus=1)(Blocker).remote()  # Takes the freed CPU.
+        ray.get(blocker.ready.remote())
+        assert len(group.sample()) > 0  # Runner 1 is restarted, but Ray has no room for it.
+        metrics = group.get_metrics()  # Waits for it env_runner_start_timeout_s.
+        assert metrics["num_env_runner_restarts"] == 1
+        assert metrics["num_healthy_env_runners"] == 1
+        weights = group.foreach_env_runner(lambda runner: runner.module.get_state())[0]
+        group.sync_weights(weights, weights_seq_no=5)
+        assert sum(len(f) for f in group.sample()) >= 100  # Runner 2 samples for both.
+        ray.kill(blocker)  # Room again: the restarted runner is placed and joins.
+        deadline = time.monotonic() + 60
+        while group.get_metrics()["num_healthy_env_runners"] < 2:
+            assert time.monotonic() < deadline, "the restarted runner never joined"
+            group.sample()
+        assert [(index, seq_no) for index, seq_no in group.foreach_env_runner(
+            lambda runner: (runner.worker_index, runner.weights_seq_no))] == [(1, 5), (2, 5)]
+    finally:
+        group.stop()
+        if blocker is not None:
+            ray.kill(blocker)
 
 
 def train_expecting_an_error(algo, timeout_s=120):
