@@ -87,6 +87,23 @@ def locate_restore(path: str, parser: argparse.ArgumentParser
     return str(checkpoint), str(run_dir) if run_dir else None, saved
 
 
+def make_run_dir(args: argparse.Namespace) -> tuple[Path, str]:
+    """The run directory (with the flags in args.json, for --restore) and the checkpoint path."""
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = os.path.abspath(args.checkpoint_dir or run_dir / "checkpoint")
+    flags = {k: v for k, v in vars(args).items() if k not in ("restore", "run_dir")}
+    (run_dir / ARGS_FILE).write_text(json.dumps(flags | {"checkpoint_dir": checkpoint}, indent=1))
+    return run_dir, checkpoint
+
+
+def stop_reached(args: argparse.Namespace, result: dict) -> bool:
+    return (result["env_runners"]["episode_return_mean"] >= args.stop_reward
+            or (args.stop_timesteps is not None
+                and result["num_env_steps_sampled_lifetime"] >= args.stop_timesteps)
+            or (args.stop_iters is not None and result["training_iteration"] >= args.stop_iters))
+
+
 def init_ray(address: str | None) -> None:
     # Ray 2.60's `ray start` turns on token auth once ~/.ray/auth_token exists, but a client
     # only sends that token when RAY_AUTH_MODE=token; without it joining such a cluster fails.
@@ -100,12 +117,7 @@ def init_ray(address: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = os.path.abspath(args.checkpoint_dir or run_dir / "checkpoint")
-    (run_dir / ARGS_FILE).write_text(json.dumps(
-        {k: v for k, v in vars(args).items() if k not in ("restore", "run_dir")}
-        | {"checkpoint_dir": checkpoint}, indent=1))
+    run_dir, checkpoint = make_run_dir(args)
     print(f"run dir: {run_dir}", flush=True)
     if args.address or args.num_env_runners or args.num_learners:
         init_ray(args.address)
@@ -142,12 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = algo.train()
                 log.write(result)
                 print(progress.line(result), flush=True)
-                iteration, steps = result["training_iteration"], result[
-                    "num_env_steps_sampled_lifetime"]
-                done = (result["env_runners"]["episode_return_mean"] >= args.stop_reward
-                        or (args.stop_timesteps is not None and steps >= args.stop_timesteps)
-                        or (args.stop_iters is not None and iteration >= args.stop_iters))
-                if done or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
+                done = stop_reached(args, result)
+                if done or (args.checkpoint_every
+                            and result["training_iteration"] % args.checkpoint_every == 0):
                     algo.save_to_path(checkpoint)  # 4. Checkpoint (atomically).
                 if done:
                     break
