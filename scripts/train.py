@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-learners", type=int, default=0,
                         help="Ray learner actors (>= 2: data-parallel); 0 learns in this process")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster to join: 'auto', host:port, or ray://host:10001")
+                        help="Ray cluster to join: 'auto', host:port, or ray://host:10001 "
+                             "(Ray Client; needs pip install 'ray[client]')")
     parser.add_argument("--stop-reward", type=float, default=450.0,
                         help="stop once the mean return over the last 100 episodes reaches this")
     parser.add_argument("--stop-timesteps", type=int, default=None)
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where checkpoints go (default: <run dir>/checkpoint)")
     parser.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                         help="also checkpoint every N iterations (0: only at the end)")
-    parser.add_argument("--restore", default=None,
+    parser.add_argument("--restore", default=None, metavar="DIR",
                         help="run directory or algorithm checkpoint to continue from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
