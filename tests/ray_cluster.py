@@ -41,8 +41,12 @@ class LocalRayCluster:
             port = _free_port()
             self.address = f"127.0.0.1:{port}"
             for i, cpus in enumerate(self.cpus_per_node):
-                args = ["ray", "start", "--block", f"--num-cpus={cpus}", f"--temp-dir={self.root}/n{i}"]
-                args += (["--head", f"--port={port}", "--include-dashboard=false"] if i == 0
+                # Ports with fixed defaults get free ones: other clusters may run on this box.
+                args = ["ray", "start", "--block", f"--num-cpus={cpus}",
+                        f"--temp-dir={self.root}/n{i}",
+                        f"--dashboard-agent-listen-port={_free_port()}"]
+                args += (["--head", f"--port={port}", "--include-dashboard=false",
+                          f"--ray-client-server-port={_free_port()}"] if i == 0
                          else [f"--address={self.address}"])
                 self._start(args, log=self.root / f"node{i}.log")
                 self._wait_for_nodes(i + 1)
