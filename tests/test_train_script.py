@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from algorithms.run_log import read_results
+from ray_cluster import LocalRayCluster
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "scripts" / "train.py")
 _spec = importlib.util.spec_from_file_location("train", SCRIPT)
@@ -129,15 +130,25 @@ def ray_client_address(ray_session):
         server.wait()
 
 
-@pytest.mark.parametrize("how", ["host:port", "auto", "ray://"])
+@pytest.mark.skipif(not (Path.home() / ".ray" / "auth_token").is_file(),
+                    reason="no ~/.ray/auth_token: `ray start` uses no token auth here")
+def test_joins_a_ray_start_cluster_with_token_auth_at_host_port(tmp_path):
+    # `ray start` turns token auth on when ~/.ray/auth_token exists; train.py must send the
+    # token although the user did not set RAY_AUTH_MODE.
+    with LocalRayCluster(cpus_per_node=[1]) as cluster:
+        env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
+        result = run("--address", cluster.address, "--num-env-runners", "1", "--stop-iters",
+                     "1", "--run-dir", "r", cwd=tmp_path, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert iter_lines(result.stdout)[0].startswith("iter    1  env steps     2000")
+
+
+@pytest.mark.parametrize("how", ["auto", "ray://"])
 def test_joins_a_running_ray_cluster(how, ray_session, request, tmp_path):
     # The test session's Ray is a running cluster like any other: train.py joins it.
-    gcs_address = ray_session.get_runtime_context().gcs_address
     env = dict(os.environ)
-    if how == "host:port":
-        address = gcs_address
-    elif how == "auto":  # "auto" finds the cluster in RAY_ADDRESS (or the latest on this host).
-        address, env["RAY_ADDRESS"] = "auto", gcs_address
+    if how == "auto":  # "auto" finds the cluster in RAY_ADDRESS (or the latest on this host).
+        address, env["RAY_ADDRESS"] = "auto", ray_session.get_runtime_context().gcs_address
     else:
         address = request.getfixturevalue("ray_client_address")
     result = run("--address", address, "--num-env-runners", "1", "--stop-iters", "1",
