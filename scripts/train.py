@@ -66,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("stop_timesteps", "stop_iters"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+    if ckpt and ckpt.exists() and not (ckpt.is_dir() and (
+            (ckpt / "metadata.json").is_file() or not any(ckpt.iterdir()))):
+        parser.error(f"--checkpoint-dir {args.checkpoint_dir} exists and is neither a "
+                     "checkpoint nor empty; checkpoints replace it, so choose another path")
     if args.run_dir and not args.restore and (Path(args.run_dir) / RESULTS_FILE).exists():
         parser.error(f"--run-dir {args.run_dir} holds the results of another run; continue it "
                      f"with --restore {args.run_dir} or choose a new directory")

@@ -62,6 +62,15 @@ def test_a_run_dir_with_results_is_not_reused_without_restore(tmp_path, capsys):
     assert f"--run-dir {tmp_path} holds the results of another run" in capsys.readouterr().err
 
 
+def test_a_checkpoint_dir_that_saves_would_replace_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--checkpoint-dir", str(tmp_path)])
+    assert "exists and is neither a checkpoint nor empty" in capsys.readouterr().err
+    (tmp_path / "notes.txt").unlink()
+    assert train.parse_args(["--checkpoint-dir", str(tmp_path)]).checkpoint_dir == str(tmp_path)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--algo", "DQN"], "invalid choice: 'DQN'"),
     (["--num-env-runners", "-1"], "--num-env-runners must be >= 0, got -1"),
