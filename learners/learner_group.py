@@ -203,10 +203,11 @@ class LearnerGroup:
                 f"{_describe(error)}") from error
         if stuck:
             self.stop()
+            cause = getattr(error, "cause", None) or error  # What the learner raised.
             raise RuntimeError(
-                f"LearnerGroup.{what}: {of} raised, and learner(s) "
+                f"LearnerGroup.{what}: {of} raised {type(cause).__name__}: {cause}. Learner(s) "
                 f"{sorted(index[r] for r in stuck)} still wait for it in a collective, so the "
-                f"group was stopped; build a new one. Cause: {_describe(error)}") from error
+                "group was stopped; fix the cause and build a new one.") from error
         raise error
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from algorithms import Algorithm
 from algorithms.ppo import DefaultPPOTorchRLModule, PPOTorchLearner
+from learners import LearnerGroup
 from rlmodules import RLModuleSpec
 from runners import EnvRunnerConfig, EnvRunnerGroup
 from test_algorithm_ray import assert_every_runner_has_the_learner_weights, small_ppo
@@ -56,6 +57,18 @@ class Blocker:
 
     def ready(self):
         return True
+
+
+class RaisesInSecondUpdate(PPOTorchLearner):
+    """Learner 1 raises in its second update, before the all-reduce learner 0 waits in."""
+
+    num_updates = 0
+
+    def update(self, fragments):
+        self.num_updates += 1
+        if self.learner_index == 1 and self.num_updates == 2:
+            raise ValueError("simulated learner bug")
+        return super().update(fragments)
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +166,9 @@ def test_a_runner_without_room_to_restart_shrinks_the_group_until_it_fits(ray):
             ray.kill(blocker)
 
 
-def train_expecting_an_error(algo, timeout_s=120):
-    """algo.train()'s exception; fails (instead of hanging the suite) if it does not return."""
+def assert_train_names_the_dead_learner(algo, num_learners, timeout_s=120):
+    """algo.train() raises the error for learner 0's death (and fails instead of hanging the
+    suite if it does not return)."""
     outcome = []
 
     def run():
@@ -169,8 +183,10 @@ def train_expecting_an_error(algo, timeout_s=120):
     thread.start()
     thread.join(timeout_s)
     assert outcome, f"algo.train() hung for {timeout_s} s after a learner died"
-    assert outcome[0] is not None, "algo.train() went on without the dead learner"
-    return outcome[0]
+    error = outcome[0]
+    assert isinstance(error, RuntimeError), f"not the learner's death: {error!r}"
+    assert f"LearnerGroup.update: learner 0 (of {num_learners}) died" in str(error)
+    assert "Cause: The actor died unexpectedly" in str(error)
 
 
 def test_a_learner_killed_between_iterations_is_a_clear_error(ray):
@@ -179,24 +195,32 @@ def test_a_learner_killed_between_iterations_is_a_clear_error(ray):
         algo.train()
         os.kill(algo.learner_group.foreach_learner(lambda learner: os.getpid())[0],
                 signal.SIGKILL)
-        error = train_expecting_an_error(algo)
+        assert_train_names_the_dead_learner(algo, num_learners=1)
     finally:
         algo.stop()
-    assert isinstance(error, RuntimeError)
-    assert "LearnerGroup.update: learner 0 (of 1) died" in str(error)
-    assert "Cause: The actor died unexpectedly" in str(error)
 
 
 def test_a_learner_dying_inside_a_collective_is_a_clear_error(ray):
     algo = ppo(num_learners=2).training(learner_class=DiesInSecondUpdate).build_algo()
     try:
         algo.train()
-        error = train_expecting_an_error(algo)  # Learner 1 waits in the all-reduce.
+        assert_train_names_the_dead_learner(algo, num_learners=2)  # Learner 1 waits for it.
     finally:
         algo.stop()
-    assert isinstance(error, RuntimeError)
-    assert "LearnerGroup.update: learner 0 (of 2) died" in str(error)
-    assert "Cause: The actor died unexpectedly" in str(error)
+
+
+def test_a_learner_raising_alone_stops_the_group_instead_of_hanging(ray, monkeypatch):
+    monkeypatch.setattr(LearnerGroup, "PEER_WAIT_S", 2.0)
+    algo = ppo(num_learners=2).training(learner_class=RaisesInSecondUpdate).build_algo()
+    try:
+        algo.train()
+        with pytest.raises(RuntimeError, match=r"learner 1 \(of 2\) raised ValueError: simulated "
+                                               r"learner bug\. Learner\(s\) \[0\] still wait"):
+            algo.train()
+        with pytest.raises(RuntimeError, match="LearnerGroup was stopped"):
+            algo.train()
+    finally:
+        algo.stop()
 
 
 def test_a_restored_run_keeps_its_recent_episodes_and_counters(tmp_path):
