@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from types import ModuleType
+from typing import Iterator
+
 import pytest
 
 
@@ -15,3 +19,17 @@ def ray_session():
                  configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def shipped_by_value(*modules: ModuleType) -> Iterator[None]:
+    """Ray workers cannot import test files: pickle these modules' classes by value."""
+    from ray import cloudpickle
+
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import test_runner
+from conftest import shipped_by_value
 from runners import EnvRunnerGroup
 from runners.envs import MultiAgentCartPole
 from test_runner import CounterEnv, check_fragment, make_config
@@ -51,14 +52,8 @@ class StragglerEnv(CounterEnv):
 @pytest.fixture(scope="module")
 def ray(ray_session):
     """Ray, with the classes of the test files shipped to actors by value."""
-    from ray import cloudpickle
-
-    modules = [sys.modules[__name__], test_runner]
-    for module in modules:
-        cloudpickle.register_pickle_by_value(module)
-    yield ray_session
-    for module in modules:
-        cloudpickle.unregister_pickle_by_value(module)
+    with shipped_by_value(sys.modules[__name__], test_runner):
+        yield ray_session
 
 
 def remote_config(**kwargs):

@@ -19,6 +19,7 @@ from algorithms.ppo import DefaultPPOTorchRLModule, PPOTorchLearner
 from learners import LearnerGroup
 from rlmodules import RLModuleSpec
 from runners import EnvRunnerConfig, EnvRunnerGroup
+from conftest import shipped_by_value
 from test_algorithm_ray import assert_every_runner_has_the_learner_weights, small_ppo
 
 
@@ -74,11 +75,8 @@ class RaisesInSecondUpdate(PPOTorchLearner):
 @pytest.fixture(scope="module")
 def ray(ray_session):
     """Ray, with this file's classes shipped to actors by value."""
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray_session
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    with shipped_by_value(sys.modules[__name__]):
+        yield ray_session
 
 
 def ppo(num_learners=0):

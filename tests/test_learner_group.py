@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import test_learner_support
+from conftest import shipped_by_value
 from learners import ALL_MODULES, LearnerGroup
 from learners.distributed import select_backend
 from learners.learner_group import reduce_metrics, split_fragments
@@ -17,11 +18,11 @@ from test_learner_support import (BCLearner, TinyActorCritic, build_learner, mak
 def ray_learners(ray_session):
     """A list for this module's groups (stopped at its end), on a Ray that ships the test
     learner and module classes to the actors by value."""
-    ray_session.cloudpickle.register_pickle_by_value(test_learner_support)
     groups = []
-    yield groups
-    for group in groups:
-        group.stop()
+    with shipped_by_value(test_learner_support):
+        yield groups
+        for group in groups:
+            group.stop()
 
 
 @pytest.fixture(scope="module")
