@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -162,9 +162,12 @@ class Algorithm:
         self.set_state(read_component(path, component))
 
     @classmethod
-    def from_checkpoint(cls, path: str, config: AlgorithmConfig | None = None) -> "Algorithm":
+    def from_checkpoint(cls, path: str, config: AlgorithmConfig | None = None,
+                        trusted: Sequence[Any] = ()) -> "Algorithm":
         """Rebuild the algorithm saved at ``path`` and resume where it stopped.
 
         ``config`` replaces the saved config (needed when it held lambdas, which are not saved).
+        ``trusted``: classes and functions the checkpoint may name beyond what loading allows
+        by itself (see rlmodules/checkpoint.py); they are used, unchecked, for their names.
         """
-        return load_algorithm(path, config)
+        return load_algorithm(path, config, trusted)

@@ -1,8 +1,9 @@
 """AlgorithmConfig: the builder that says what to train, where, and how.
 
-Every builder method returns the config, so calls chain. A key the method does not know,
-or a value out of range, raises at the call and names the key; checks that need several
-keys (e.g. minibatch vs. batch size) run in ``validate()``, which ``build_algo()`` calls.
+Each builder method sets one section of settings (declared once, see runners/config.py) and
+returns the config, so calls chain; a key it does not know, or a value out of range, raises
+at the call and names the key. Checks that need several keys run in ``validate()``, which
+``build_algo()`` calls. Learners get the config itself; env runners ``env_runner_config()``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import dataclasses
 import difflib
 import inspect
 import math
-from numbers import Real
-from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
+import types
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Mapping
 
 from rlmodules import DEFAULT_MODULE_ID, DefaultModelConfig, MultiRLModuleSpec, RLModuleSpec
-from runners.config import EnvRunnerConfig, default_policy_mapping_fn
+from runners.config import (NON_NEGATIVE, POSITIVE, UNIT, DebuggingSettings, EnvironmentSettings,
+                            EnvRunnerConfig, EnvRunnersSettings, FaultToleranceSettings,
+                            PolicyMappingSettings, check_setting, int_at_least, optional, setting)
 
 if TYPE_CHECKING:
     from algorithms.algorithm import Algorithm
@@ -32,194 +36,166 @@ class _NotProvided:
 NotProvided: Any = _NotProvided()
 
 
-def is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+@dataclass
+class LearnersSettings:
+    """How many learners update (0 = one in this process; >= 2 data-parallel)."""
+
+    num_learners: int = setting(0, int_at_least(0), "Ray learner actors; 0: one in this process")
+    num_gpus_per_learner: float = setting(0, NON_NEGATIVE, "0: learn on CPU")
+    num_cpus_per_learner: float = setting(1.0, POSITIVE, "also the learner's torch threads")
 
 
-def is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+@dataclass
+class TrainingSettings:
+    """Optimization settings; algorithm configs extend this section with their own keys."""
+
+    flags: ClassVar[tuple[str, ...]] = ("_enable_learner_api",)
+    lr: float = setting(1e-3, POSITIVE, "the optimizer's learning rate")
+    gamma: float = setting(0.99, UNIT, "the discount factor")
+    train_batch_size_per_learner: int = setting(2000, int_at_least(1), "timesteps per update")
+    minibatch_size: int | None = setting(256, optional(int_at_least(1)),
+                                         "timesteps per gradient step; None: the whole batch")
+    num_epochs: int = setting(1, int_at_least(1), "passes over each train batch")
+    grad_clip: float | None = setting(None, optional(POSITIVE), "max. global gradient norm")
+    learner_class: type | None = setting(
+        None, (lambda v: v is None or inspect.isclass(v), "None or a Learner subclass"),
+        "None: the algorithm's default learner")
 
 
-# Value checks shared by all algorithms: key -> (predicate, what the value must be).
-_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "env_config": (lambda v: isinstance(v, Mapping), "a dict"),
-    "num_env_runners": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
-    "num_envs_per_env_runner": (lambda v: is_int(v) and v >= 1, "an int >= 1"),
-    "num_cpus_per_env_runner": (lambda v: is_number(v) and v > 0, "a number > 0"),
-    "env_to_module_connector": (lambda v: v is None or callable(v),
-                                "None or a callable env -> connector"),
-    "rollout_fragment_length": (lambda v: v == "auto" or (is_int(v) and v >= 1),
-                                "'auto' or an int >= 1"),
-    "num_learners": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
-    "num_gpus_per_learner": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    "num_cpus_per_learner": (lambda v: is_number(v) and v > 0, "a number > 0"),
-    "lr": (lambda v: is_number(v) and v > 0, "a number > 0"),
-    "gamma": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "train_batch_size_per_learner": (lambda v: is_int(v) and v >= 1, "an int >= 1"),
-    "minibatch_size": (lambda v: v is None or (is_int(v) and v >= 1),
-                       "None (the whole batch) or an int >= 1"),
-    "num_epochs": (lambda v: is_int(v) and v >= 1, "an int >= 1"),
-    "grad_clip": (lambda v: v is None or (is_number(v) and v > 0), "None or a number > 0"),
-    "learner_class": (lambda v: v is None or inspect.isclass(v), "None or a Learner subclass"),
-    "rl_module_spec": (lambda v: v is None or isinstance(v, (RLModuleSpec, MultiRLModuleSpec)),
-                       "None, an RLModuleSpec or a MultiRLModuleSpec"),
-    "model_config": (lambda v: v is None or isinstance(v, (Mapping, DefaultModelConfig)),
-                     "None, a dict or a DefaultModelConfig"),
-    "policies": (lambda v: v is None or (isinstance(v, Collection) and not isinstance(v, str)
-                                          and len(v) > 0 and all(isinstance(p, str) for p in v)),
-                 "a non-empty set of module ID strings"),
-    "policy_mapping_fn": (callable, "a callable (agent_id, episode, **kwargs) -> module ID"),
-    "policies_to_train": (lambda v: v is None or callable(v) or (
-        isinstance(v, Collection) and not isinstance(v, str)),
-        "None (all policies), a collection of module IDs or a callable"),
-    "seed": (lambda v: v is None or is_int(v), "None or an int"),
-    "restart_failed_env_runners": (lambda v: isinstance(v, bool), "a bool"),
-    "max_num_env_runner_restarts": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
-}
+@dataclass
+class RLModuleSettings:
+    """The module to train; missing classes and spaces are filled in at build."""
+
+    flags: ClassVar[tuple[str, ...]] = ("_enable_rl_module_api",)
+    rl_module_spec: RLModuleSpec | MultiRLModuleSpec | None = setting(
+        None, (lambda v: v is None or isinstance(v, (RLModuleSpec, MultiRLModuleSpec)),
+               "None, an RLModuleSpec or a MultiRLModuleSpec"))
+    model_config: dict | DefaultModelConfig | None = setting(
+        None, (lambda v: v is None or isinstance(v, (Mapping, DefaultModelConfig)),
+               "None, a dict or a DefaultModelConfig"),
+        "a dict updates the algorithm's default model config; a DefaultModelConfig replaces it")
+
+
+@dataclass
+class MultiAgentSettings(PolicyMappingSettings):
+    """Module IDs to train and which agent acts with which module."""
+
+    policies: set[str] | None = setting(
+        None, (lambda v: v is None or (isinstance(v, Collection) and not isinstance(v, str) and
+               len(v) > 0 and all(isinstance(p, str) for p in v)),
+               "a non-empty set of module ID strings"),
+        "None: the rl_module_spec's modules, else DEFAULT_MODULE_ID",
+        convert=lambda v: None if v is None else set(v))  # A {module_id: spec} dict: its keys.
+    policies_to_train: set[str] | Callable[..., bool] | None = setting(
+        None, (lambda v: v is None or callable(v) or (
+            isinstance(v, Collection) and not isinstance(v, str)),
+            "None (all policies), a collection of module IDs or a callable"),
+        "the callable is called as fn(module_id, fragments) -> bool",
+        convert=lambda v: v if v is None or callable(v) else set(v))
+
+
+@dataclass
+class ApiStackSettings:
+    """Accepted so that code written for RLlib runs; there is only this one stack."""
+
+    flags: ClassVar[tuple[str, ...]] = ("enable_rl_module_and_learner",
+                                        "enable_env_runner_and_connector_v2")
+
+
+class Builder:
+    """A builder method made from a section: one keyword per setting (NotProvided: leave as is).
+
+    ``positional``: the section's first setting may also be passed by position. RLlib's
+    old/new-stack switches that a section lists in ``flags`` are accepted as True.
+    """
+
+    def __init__(self, section: type, positional: bool = False) -> None:
+        self.settings = {f.name: f for f in dataclasses.fields(section)}
+        self.positional, self.flags = positional, getattr(section, "flags", ())
+        self.known = sorted([*self.settings, *(f for f in self.flags if not f.startswith("_"))])
+        self.__doc__ = section.__doc__ + "".join(f"\n\n``{k}``: {f.metadata['doc']}" for k, f
+                                                 in self.settings.items() if f.metadata["doc"])
+        P = inspect.Parameter
+        params = [P(k, P.KEYWORD_ONLY, default=NotProvided, annotation=getattr(f, "type", P.empty))
+                  for k, f in {**self.settings, **dict.fromkeys(self.flags)}.items()]
+        if positional:
+            params[0] = params[0].replace(kind=P.POSITIONAL_OR_KEYWORD)
+        self.__signature__ = inspect.Signature([P("self", P.POSITIONAL_ONLY), *params])
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.__name__ = name
+
+    def __get__(self, config: Any, owner: type | None = None) -> Any:
+        return self if config is None else types.MethodType(self, config)
+
+    def __call__(self, config: "AlgorithmConfig", *args: Any, **kwargs: Any
+                 ) -> "AlgorithmConfig":
+        method = f"{type(config).__name__}.{self.__name__}()"
+        if len(args) > self.positional:
+            raise TypeError(f"{method} got {len(args)} positional arguments; pass the settings "
+                            f"by keyword{' (all but the first)' if self.positional else ''}.")
+        kwargs.update(zip(self.settings, args))
+        for flag in self.flags:  # Only the one stack there is can be switched on.
+            if (value := kwargs.pop(flag, True)) is not True and value is not NotProvided:
+                raise ValueError(f"{flag}={value!r}: this runtime only has the RLModule/Learner/"
+                                 "EnvRunner stack; drop the argument or pass True.")
+        _check_known(method, kwargs, self.known)
+        return config._set(method, self.settings, kwargs)
 
 
 class AlgorithmConfig:
-    """All settings of an algorithm, grouped by the builder method that sets them."""
+    """All settings of an algorithm as flat attributes; each builder method sets a section."""
 
-    # Algorithm subclasses add their own keys' checks here.
-    checks: dict[str, tuple[Callable[[Any], bool], str]] = _CHECKS
+    # Shared settings whose default an algorithm changes: key -> its default there.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    environment = Builder(EnvironmentSettings, positional=True)
+    env_runners = Builder(EnvRunnersSettings)
+    learners = Builder(LearnersSettings)
+    training = Builder(TrainingSettings)
+    rl_module = Builder(RLModuleSettings)
+    multi_agent = Builder(MultiAgentSettings)
+    debugging = Builder(DebuggingSettings)
+    fault_tolerance = Builder(FaultToleranceSettings)
+    api_stack = Builder(ApiStackSettings)
 
     def __init__(self, algo_class: type["Algorithm"] | None = None) -> None:
         self.algo_class = algo_class
-        # environment()
-        self.env: Any = None
-        self.env_config: dict = {}
-        # env_runners()
-        self.num_env_runners = 0
-        self.num_envs_per_env_runner = 1
-        self.num_cpus_per_env_runner = 1.0
-        self.env_to_module_connector: Callable | None = None
-        self.rollout_fragment_length: int | str = "auto"
-        # learners()
-        self.num_learners = 0
-        self.num_gpus_per_learner = 0
-        self.num_cpus_per_learner = 1.0
-        # training()
-        self.lr = 1e-3
-        self.gamma = 0.99
-        self.train_batch_size_per_learner = 2000
-        self.minibatch_size: int | None = 256
-        self.num_epochs = 1
-        self.grad_clip: float | None = None
-        self.learner_class: type | None = None
-        # rl_module()
-        self.rl_module_spec: RLModuleSpec | MultiRLModuleSpec | None = None
-        self.model_config: dict | DefaultModelConfig | None = None
-        # multi_agent()
-        self.policies: set[str] | None = None
-        self.policy_mapping_fn: Callable[..., str] = default_policy_mapping_fn
-        self.policies_to_train: set[str] | Callable[..., bool] | None = None
-        # debugging()
-        self.seed: int | None = None
-        # fault_tolerance()
-        self.restart_failed_env_runners = True
-        self.max_num_env_runner_restarts = 1000
-
-    # ---- builder methods --------------------------------------------------------------------
-
-    def environment(self, env: Any = NotProvided, *, env_config: dict = NotProvided,
-                    **unknown: Any) -> "AlgorithmConfig":
-        """What to act in: a gymnasium id, a registered name, an env class or a creator."""
-        return self._set("environment", unknown, env=env, env_config=env_config)
-
-    def env_runners(self, *, num_env_runners: int = NotProvided,
-                    num_envs_per_env_runner: int = NotProvided,
-                    num_cpus_per_env_runner: float = NotProvided,
-                    env_to_module_connector: Callable | None = NotProvided,
-                    rollout_fragment_length: int | str = NotProvided,
-                    **unknown: Any) -> "AlgorithmConfig":
-        """How many runners act (0 = one in this process), each with how many envs."""
-        return self._set("env_runners", unknown, num_env_runners=num_env_runners,
-                         num_envs_per_env_runner=num_envs_per_env_runner,
-                         num_cpus_per_env_runner=num_cpus_per_env_runner,
-                         env_to_module_connector=env_to_module_connector,
-                         rollout_fragment_length=rollout_fragment_length)
-
-    def learners(self, *, num_learners: int = NotProvided,
-                 num_gpus_per_learner: float = NotProvided,
-                 num_cpus_per_learner: float = NotProvided,
-                 **unknown: Any) -> "AlgorithmConfig":
-        """How many learners update (0 = one in this process; >= 2 data-parallel)."""
-        return self._set("learners", unknown, num_learners=num_learners,
-                         num_gpus_per_learner=num_gpus_per_learner,
-                         num_cpus_per_learner=num_cpus_per_learner)
-
-    def training(self, *, lr: float = NotProvided, gamma: float = NotProvided,
-                 train_batch_size_per_learner: int = NotProvided,
-                 minibatch_size: int = NotProvided, num_epochs: int = NotProvided,
-                 grad_clip: float | None = NotProvided, learner_class: type = NotProvided,
-                 _enable_learner_api: bool = NotProvided,
-                 **unknown: Any) -> "AlgorithmConfig":
-        """Optimization settings; algorithm configs add their own keys to this method."""
-        _check_new_stack_flag("_enable_learner_api", _enable_learner_api)
-        return self._set("training", unknown, lr=lr, gamma=gamma,
-                         train_batch_size_per_learner=train_batch_size_per_learner,
-                         minibatch_size=minibatch_size, num_epochs=num_epochs,
-                         grad_clip=grad_clip, learner_class=learner_class)
-
-    def rl_module(self, *, rl_module_spec: RLModuleSpec | MultiRLModuleSpec = NotProvided,
-                  model_config: dict | DefaultModelConfig = NotProvided,
-                  _enable_rl_module_api: bool = NotProvided,
-                  **unknown: Any) -> "AlgorithmConfig":
-        """The module to train; missing classes and spaces are filled in at build.
-
-        A ``model_config`` dict updates the algorithm's default model config; a
-        DefaultModelConfig replaces it.
-        """
-        _check_new_stack_flag("_enable_rl_module_api", _enable_rl_module_api)
-        return self._set("rl_module", unknown, rl_module_spec=rl_module_spec,
-                         model_config=model_config)
-
-    def multi_agent(self, *, policies: Collection[str] = NotProvided,
-                    policy_mapping_fn: Callable[..., str] = NotProvided,
-                    policies_to_train: Collection[str] | None = NotProvided,
-                    **unknown: Any) -> "AlgorithmConfig":
-        """Module IDs to train and which agent acts with which module.
-
-        ``policies_to_train``: None (all), a collection of module IDs, or a callable
-        ``(module_id, fragments) -> bool``.
-        """
-        if isinstance(policies, Mapping):  # {module_id: spec-or-None} as in older APIs.
-            policies = list(policies)
-        self._set("multi_agent", unknown, policies=policies, policy_mapping_fn=policy_mapping_fn,
-                  policies_to_train=policies_to_train)
-        if policies is not NotProvided:
-            self.policies = set(policies)
-        if policies_to_train not in (NotProvided, None) and not callable(policies_to_train):
-            self.policies_to_train = set(policies_to_train)
-        return self
-
-    def debugging(self, *, seed: int | None = NotProvided, **unknown: Any) -> "AlgorithmConfig":
-        """``seed`` makes sampling and network initialization reproducible."""
-        return self._set("debugging", unknown, seed=seed)
-
-    def fault_tolerance(self, *, restart_failed_env_runners: bool = NotProvided,
-                        max_num_env_runner_restarts: int = NotProvided,
-                        **unknown: Any) -> "AlgorithmConfig":
-        """Whether a crashed env runner is recreated (and how often at most)."""
-        return self._set("fault_tolerance", unknown,
-                         restart_failed_env_runners=restart_failed_env_runners,
-                         max_num_env_runner_restarts=max_num_env_runner_restarts)
-
-    def api_stack(self, *, enable_rl_module_and_learner: bool = NotProvided,
-                  enable_env_runner_and_connector_v2: bool = NotProvided,
-                  **unknown: Any) -> "AlgorithmConfig":
-        """Accepted so that code written for RLlib runs; there is only this one stack."""
-        _check_new_stack_flag("enable_rl_module_and_learner", enable_rl_module_and_learner)
-        _check_new_stack_flag("enable_env_runner_and_connector_v2",
-                              enable_env_runner_and_connector_v2)
-        return self._set("api_stack", unknown)
+        vars(self).update({key: f.default_factory() for key, f in self.settings().items()})
+        self.update_from_dict(copy.deepcopy(self.defaults))
 
     def framework(self, framework: str = NotProvided, **unknown: Any) -> "AlgorithmConfig":
         """Accepted so that code written for RLlib runs; only "torch" exists here."""
+        _check_known(f"{type(self).__name__}.framework()", unknown, ["framework"])
         if framework not in (NotProvided, "torch"):
             raise ValueError(f"framework={framework!r} is not supported; only 'torch' is.")
-        return self._set("framework", unknown)
+        return self
+
+    # ---- the settings as a whole ------------------------------------------------------------
+
+    @classmethod
+    def settings(cls) -> dict[str, dataclasses.Field]:
+        """Every setting of this config (key -> declaration), from its builder methods."""
+        names = dict.fromkeys(name for klass in reversed(cls.__mro__)
+                              for name, value in vars(klass).items() if isinstance(value, Builder))
+        return {key: declared for name in names
+                for key, declared in getattr(cls, name).settings.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as a flat ``{key: value}`` dict (a deep copy)."""
+        return copy.deepcopy({key: getattr(self, key) for key in self.settings()})
+
+    @classmethod
+    def from_dict(cls, config_dict: Mapping[str, Any]) -> "AlgorithmConfig":
+        """A config of this class: its defaults, updated from ``config_dict``."""
+        return cls().update_from_dict(config_dict)
+
+    def update_from_dict(self, config_dict: Mapping[str, Any]) -> "AlgorithmConfig":
+        """Set settings by key, checked as the builder methods check them."""
+        method = f"{type(self).__name__}.update_from_dict()"
+        settings = self.settings()
+        _check_known(method, config_dict, sorted(settings))
+        return self._set(method, settings, config_dict)
 
     # ---- what the algorithm builds from the config -----------------------------------------
 
@@ -281,24 +257,21 @@ class AlgorithmConfig:
         multi.rl_module_specs = specs
         return complete_module_spec(self.env_runner_config(multi), self.module_ids())
 
+    def get_rollout_fragment_length(self) -> int:
+        """Vector steps per env per sample(); "auto": one sample() of all runners fills a batch."""
+        if self.rollout_fragment_length != "auto":
+            return self.rollout_fragment_length
+        per_call = self.num_envs_per_env_runner * max(1, self.num_env_runners)
+        return max(1, math.ceil(self.total_train_batch_size / per_call))
+
     def env_runner_config(self, rl_module_spec: MultiRLModuleSpec | None = None
                           ) -> EnvRunnerConfig:
-        """What the env runners need, with ``rl_module_spec`` as the module to act with."""
-        length = self.rollout_fragment_length
-        if length == "auto":  # One sample() of all runners fills one train batch.
-            per_call = self.num_envs_per_env_runner * max(1, self.num_env_runners)
-            length = max(1, math.ceil(self.total_train_batch_size / per_call))
-        return EnvRunnerConfig(
-            env=self.env, env_config=dict(self.env_config), rl_module_spec=rl_module_spec,
-            policy_mapping_fn=self.policy_mapping_fn, module_ids=self.module_ids(),
-            env_to_module_connector=self.env_to_module_connector,
-            num_env_runners=self.num_env_runners,
-            num_envs_per_env_runner=self.num_envs_per_env_runner,
-            num_cpus_per_env_runner=self.num_cpus_per_env_runner,
-            rollout_fragment_length=length,
-            restart_failed_env_runners=self.restart_failed_env_runners,
-            max_num_env_runner_restarts=self.max_num_env_runner_restarts,
-            seed=self.seed)
+        """The runners' sections of this config, with ``rl_module_spec`` to act with."""
+        values = {f.name: copy.deepcopy(getattr(self, f.name))
+                  for f in dataclasses.fields(EnvRunnerConfig) if f.metadata}
+        values["rollout_fragment_length"] = self.get_rollout_fragment_length()
+        return EnvRunnerConfig(**values, rl_module_spec=rl_module_spec,
+                               module_ids=self.module_ids())
 
     def validate(self) -> None:
         """Checks that need more than one key; ``build_algo()`` runs them."""
@@ -345,41 +318,23 @@ class AlgorithmConfig:
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _set(self, method: str, unknown: Mapping[str, Any], **values: Any) -> "AlgorithmConfig":
-        """Check then assign the given (not NotProvided) values; unknown keys are errors."""
-        if unknown:
-            known = self._known_keys(method)
-            key = sorted(unknown)[0]
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise TypeError(
-                f"{type(self).__name__}.{method}() got an unknown key '{key}'"
-                + (f"; did you mean '{hint[0]}'?" if hint else ".")
-                + f" Known keys: {', '.join(known) or 'none'}.")
-        for key, value in values.items():
-            if value is NotProvided:
-                continue
-            predicate, expected = self.checks.get(key, (lambda v: True, ""))
-            if not predicate(value):
-                raise ValueError(f"{type(self).__name__}.{method}(): {key}={value!r} is invalid; "
-                                 f"it must be {expected}.")
-        for key, value in values.items():
-            if value is not NotProvided:
-                setattr(self, key, value)
+    def _set(self, method: str, settings: Mapping[str, dataclasses.Field],
+             values: Mapping[str, Any]) -> "AlgorithmConfig":
+        """Check, then assign, the given values; NotProvided leaves a setting as it is."""
+        given = {key: value for key, value in values.items() if value is not NotProvided}
+        for key, value in given.items():
+            check_setting(method, settings[key], value)
+        for key, value in given.items():
+            convert = settings[key].metadata["convert"]
+            setattr(self, key, convert(value) if convert else value)
         return self
 
-    def _known_keys(self, method: str) -> list[str]:
-        """Argument names of ``method`` in this class and the bases it forwards to."""
-        keys: set[str] = set()
-        for cls in type(self).__mro__:
-            fn = cls.__dict__.get(method)
-            if fn is not None:
-                keys |= {p.name for p in inspect.signature(fn).parameters.values()
-                         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-                         and p.name != "self" and not p.name.startswith("_")}
-        return sorted(keys)
 
-
-def _check_new_stack_flag(name: str, value: Any) -> None:
-    if value is not NotProvided and value is not True:
-        raise ValueError(f"{name}={value!r}: this runtime only has the RLModule/Learner/EnvRunner "
-                         "stack; drop the argument or pass True.")
+def _check_known(method: str, keys: Collection[str], known: list[str]) -> None:
+    """Raise a TypeError for the first unknown key, with the closest known one."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], known, n=1)
+        raise TypeError(f"{method} got an unknown key '{unknown[0]}'"
+                        + (f"; did you mean '{hint[0]}'?" if hint else ".")
+                        + f" Known keys: {', '.join(known) or 'none'}.")

@@ -16,28 +16,27 @@ leaves a complete checkpoint. Only a kill between its two renames leaves ``path`
 the new copy and the previous one complete next to it; loading ``path`` then takes the new copy
 and the next save clears what the killed one left.
 
-Arrays go to safetensors, everything else to JSON; no code is pickled. Config values that
-are not data (classes, functions) are stored by import path; lambdas and local functions
-cannot be, so ``from_checkpoint`` then asks for the config.
+Arrays go to safetensors, everything else to JSON (``rlmodules.checkpoint.to_json``); no code
+is pickled. Classes and functions in the config are stored by name and loaded only where they
+fit their slot (``rlmodules.checkpoint.SLOTS``); lambdas, local functions and callables that fit
+no slot need the config (or ``trusted=[...]``) passed to ``from_checkpoint``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import gymnasium as gym
 import numpy as np
-import torch
 
-from rlmodules.checkpoint import (METADATA_FILE, WEIGHTS_FILE, CheckpointError, class_path, import_class,
-                                  load_state_tensors, read_metadata, save_module,
-                                  save_state_tensors, spaces_from_json, spaces_to_json,
+from rlmodules.checkpoint import (METADATA_FILE, SLOTS, WEIGHTS_FILE, CheckpointError, Slot,
+                                  class_path, from_json, load_state_tensors, read_metadata,
+                                  resolve, save_module, save_state_tensors, to_json,
                                   write_dir_atomically, write_metadata)
+from runners.config import default_policy_mapping_fn
+from runners.env_registry import registered_creators
 
 if TYPE_CHECKING:
     from algorithms.algorithm import Algorithm
@@ -49,6 +48,22 @@ ARRAYS_FILE = "arrays.safetensors"
 _MODULES = "learner_group/learner/rl_module"
 # Component paths written as directories of sub-components (the rest are leaf files).
 _BRANCHES = {"learner_group", "learner_group/learner", _MODULES}
+
+_ALGORITHM = Slot("an Algorithm subclass", ("algorithms.algorithm:Algorithm",))
+_NO_CODE = Slot("given by you, not by a checkpoint (it fits no safe slot)")
+SLOTS.update({  # What the names in an algorithm checkpoint's config may stand for.
+    "algorithm_class": _ALGORITHM,
+    "algo_class": _ALGORITHM,
+    "config_class": Slot("an AlgorithmConfig subclass",
+                         ("algorithms.algorithm_config:AlgorithmConfig",)),
+    "learner_class": Slot("a Learner subclass", ("learners.learner:Learner",)),
+    "env": Slot("a gymnasium.Env subclass or a creator registered with runners.register_env",
+                ("gymnasium:Env",), registered_creators),
+    "policy_mapping_fn": Slot("runners.config.default_policy_mapping_fn",
+                              values=lambda: [default_policy_mapping_fn]),
+    "policies_to_train": _NO_CODE,
+    "env_to_module_connector": _NO_CODE,
+})
 
 
 # ---- component paths ----------------------------------------------------------------------
@@ -145,27 +160,7 @@ def _write_components(directory: Path, state: Mapping[str, Any], prefix: str,
 def write_state_file(directory: Path, tree: Any) -> None:
     """A nested state as state.json, with every array moved to arrays.safetensors."""
     arrays: dict[str, np.ndarray] = {}
-
-    def encode(node: Any, key: str) -> Any:
-        if isinstance(node, torch.Tensor):
-            node = node.detach().cpu().numpy()
-        if isinstance(node, np.ndarray):
-            arrays[key] = node
-            return {"__array__": key}
-        if isinstance(node, np.generic):
-            return node.item()
-        if isinstance(node, Mapping):
-            if all(isinstance(k, str) for k in node):
-                return {k: encode(v, f"{key}/{k}") for k, v in node.items()}
-            return {"__items__": [[k, encode(v, f"{key}/{k}")] for k, v in node.items()]}
-        if isinstance(node, (list, tuple)):
-            return [encode(v, f"{key}/{i}") for i, v in enumerate(node)]
-        if node is None or isinstance(node, (bool, int, float, str)):
-            return node
-        raise TypeError(f"Cannot write state entry '{key}' ({type(node).__name__}) to a "
-                        "checkpoint: states hold arrays, numbers, strings, lists and dicts.")
-
-    text = json.dumps(encode(tree, ""), indent=1)
+    text = json.dumps(to_json(tree, "state", arrays), indent=1)
     if arrays:
         save_state_tensors(directory / ARRAYS_FILE, arrays)
     (directory / STATE_FILE).write_text(text)
@@ -219,32 +214,29 @@ def read_state_file(directory: Path) -> Any:
         raise CheckpointError(f"'{directory / STATE_FILE}' is corrupt ({err}).") from err
     arrays = load_state_tensors(directory / ARRAYS_FILE) if (
         directory / ARRAYS_FILE).is_file() else {}
-
-    def decode(node: Any) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {"__array__"}:
-                return arrays[node["__array__"]]
-            if set(node) == {"__items__"}:
-                return {k: decode(v) for k, v in node["__items__"]}
-            return {k: decode(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [decode(v) for v in node]
-        return node
-
-    return decode(tree)
+    return from_json(tree, directory / STATE_FILE, "state", arrays=arrays)
 
 
-def load_algorithm(path: str, config: "AlgorithmConfig | None" = None) -> "Algorithm":
-    """Build the algorithm recorded at ``path`` (with ``config`` if given) and load its state."""
+def load_algorithm(path: str, config: "AlgorithmConfig | None" = None,
+                   trusted: Sequence[Any] = ()) -> "Algorithm":
+    """Build the algorithm recorded at ``path`` (with ``config`` if given) and load its state.
+
+    The algorithm and config classes, and every name in the config, must fit their slots
+    (``rlmodules.checkpoint.SLOTS``) or name an object in ``trusted``.
+    """
     path = str(find_checkpoint(path))
     meta = read_metadata(path)
     if meta.get("kind") != "algorithm":
         raise CheckpointError(f"'{path}' is not an algorithm checkpoint (it holds a "
                               f"{meta.get('kind')}); load module checkpoints with "
                               "RLModule.from_checkpoint or restore_from_path(component=...).")
+    algo_class = resolve(meta.get("algorithm_class"), "algorithm_class", "algorithm_class",
+                         path, trusted)
     if config is None:
-        config = config_from_json(import_class(meta["config_class"]), meta["config"], path)
-    algo = import_class(meta["algorithm_class"])(config)
+        config = config_from_json(resolve(meta.get("config_class"), "config_class",
+                                          "config_class", path, trusted),
+                                  meta.get("config", {}), path, trusted)
+    algo = algo_class(config)
     try:
         algo.restore_from_path(path)
     except BaseException:
@@ -257,67 +249,16 @@ def load_algorithm(path: str, config: "AlgorithmConfig | None" = None) -> "Algor
 
 def config_to_json(config: "AlgorithmConfig") -> dict[str, Any]:
     """Every config attribute as JSON; what cannot be stored becomes an "__unsaved__" marker."""
-    return {key: _to_json(value) for key, value in vars(config).items()}
+    return {key: to_json(value, key, lenient=True) for key, value in vars(config).items()}
 
 
-def _to_json(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, gym.Space):
-        return spaces_to_json(value)
-    if isinstance(value, (set, frozenset)):
-        return {"__set__": sorted(_to_json(v) for v in value)}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-        return {k: _to_json(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"__dataclass__": class_path(type(value)),
-                "fields": {f.name: _to_json(getattr(value, f.name))
-                           for f in dataclasses.fields(value)}}
-    if (inspect.isclass(value) or inspect.isfunction(value)) and _importable(value):
-        return {"__object__": class_path(value)}
-    return {"__unsaved__": repr(value)}
-
-
-def _importable(obj: Any) -> bool:
-    try:
-        return import_class(class_path(obj)) is obj
-    except (ImportError, AttributeError):
-        return False
-
-
-def config_from_json(config_class: type, data: Mapping[str, Any], path: str
-                     ) -> "AlgorithmConfig":
-    """Inverse of ``config_to_json``; names the keys a checkpoint could not store."""
-    unsaved: list[str] = []
-
-    def decode(node: Any, key: str) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {"__unsaved__"}:
-                unsaved.append(f"{key} ({node['__unsaved__']})")
-                return None
-            if set(node) == {"__object__"}:
-                return import_class(node["__object__"])
-            if set(node) == {"__space__"}:
-                return spaces_from_json(node)
-            if set(node) == {"__set__"}:
-                return set(decode(node["__set__"], key))
-            if set(node) == {"__dataclass__", "fields"}:
-                return import_class(node["__dataclass__"])(**decode(node["fields"], key))
-            return {k: decode(v, f"{key}.{k}") for k, v in node.items()}
-        if isinstance(node, list):
-            return [decode(v, f"{key}[{i}]") for i, v in enumerate(node)]
-        return node
-
+def config_from_json(config_class: type, data: Mapping[str, Any], path: str,
+                     trusted: Sequence[Any] = ()) -> "AlgorithmConfig":
+    """Inverse of ``config_to_json``: only keys a fresh ``config_class()`` has are set."""
     config = config_class()
     for key, value in data.items():
-        setattr(config, key, decode(value, key))
-    if unsaved:
-        raise CheckpointError(
-            f"Checkpoint '{path}': the config held values a checkpoint cannot store (lambdas, "
-            f"local functions or other objects): {', '.join(unsaved)}. Pass the config: "
-            "Algorithm.from_checkpoint(path, config=my_config).")
+        if key not in vars(config):
+            raise CheckpointError(f"Checkpoint '{path}': config key {key!r} is not a setting "
+                                  f"of {config_class.__name__}.")
+        setattr(config, key, from_json(value, path, key, trusted))
     return config

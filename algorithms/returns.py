@@ -28,3 +28,8 @@ def fragment_ends(lengths: Sequence[int]) -> np.ndarray:
     ends = np.zeros(int(np.sum(lengths)), dtype=bool)
     ends[np.cumsum(lengths) - 1] = True
     return ends
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit std (e.g. advantages or returns over a module's whole batch)."""
+    return (x - x.mean()) / (x.std() + 1e-8)

@@ -2,8 +2,6 @@
 
 Everything here works on numpy; the learner moves the result to its device once per update.
 
-Reusable pieces for algorithms that override ``Learner.build_batch``:
-
 - ``group_by_module(fragments)``: ``{module_id: [Fragment, ...]}`` in arrival order.
 - ``concat_fragments(fragments, extra_columns)``: flat time-concatenation of every numeric
   column (nested dicts such as Dict observations or ``state_in`` included), plus per-fragment
@@ -14,33 +12,20 @@ Reusable pieces for algorithms that override ``Learner.build_batch``:
 - ``minibatch_plan(...)``: the row indices of every minibatch of an update, drawn from a
   stream of permutations so that all rows are used equally often.
 
-``Learner.build_module_batch`` chains these for one module; ``Learner.compute_values_for_
-fragments`` gives per-fragment value estimates [T+1] (with V(last_obs)) for bootstrapping.
+``TorchLearner.build_module_batch`` chains these for one module.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from rlmodules.columns import Columns
+from rlmodules.tree import first_leaf, map_tree
 from runners.fragment import Fragment
 
 Nested = Any  # an np.ndarray or a dict of them (possibly nested)
-
-
-def map_nested(fn: Callable[..., Any], first: Nested, *rest: Nested) -> Nested:
-    """Apply ``fn`` leaf by leaf to equally structured dicts of arrays."""
-    if isinstance(first, dict):
-        return {k: map_nested(fn, v, *(r[k] for r in rest)) for k, v in first.items()}
-    return fn(first, *rest)
-
-
-def first_leaf(tree: Nested) -> Any:
-    while isinstance(tree, dict):
-        tree = next(iter(tree.values()))
-    return tree
 
 
 def group_by_module(fragments: Sequence[Fragment]) -> dict[str, list[Fragment]]:
@@ -76,7 +61,7 @@ def concat_fragments(fragments: Sequence[Fragment],
                     f"{fragment.episode_id}) lacks column '{name}' that fragment 0 has; all "
                     "fragments of one module must carry the same columns.")
             parts.append(fragment.columns[name])
-        out[name] = map_nested(lambda *xs: np.concatenate(xs), *parts)
+        out[name] = map_tree(lambda *xs: np.concatenate(xs), *parts)
     for name, arrays in (extra_columns or {}).items():
         if len(arrays) != len(fragments):
             raise ValueError(f"Extra column '{name}' has {len(arrays)} arrays but there are "
@@ -117,8 +102,8 @@ def cut_sequences(columns: dict[str, Nested], lengths: Sequence[int],
         out[rows, cols] = flat
         return out
 
-    out = {name: (map_nested(lambda x: x[starts], value) if name == Columns.STATE_IN
-                  else map_nested(pad, value))
+    out = {name: (map_tree(lambda x: x[starts], value) if name == Columns.STATE_IN
+                  else map_tree(pad, value))
            for name, value in columns.items()}
     mask = np.zeros((num_seqs, max_seq_len), dtype=bool)
     mask[rows, cols] = True

@@ -1,15 +1,17 @@
-"""Data-parallel plumbing: the learners' torch.distributed process group and gradient averaging.
+"""Data-parallel plumbing: the learners' torch.distributed process group, gradient and
+metrics averaging.
 
 Each data-parallel learner is a Ray actor. Rank 0 picks a rendezvous address, every rank
-joins the process group, rank 0's initial weights are broadcast, and after every backward
-pass the gradients are averaged with one all-reduce, so all learners take identical steps.
+joins the process group, rank 0's initial weights are broadcast, after every backward pass
+the gradients are averaged with one all-reduce, so all learners take identical steps, and
+each update's metrics are reduced to the same numbers on every learner.
 """
 
 from __future__ import annotations
 
 import datetime
 import socket
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -68,3 +70,31 @@ def all_reduce_gradients(params: Sequence[torch.Tensor]) -> None:
         n = param.numel()
         param.grad = (flat[offset:offset + n].view_as(param).div_(count) if count else None)
         offset += n
+
+
+Metrics = Mapping[str, Mapping[str, Any]]
+
+
+def all_reduce_metrics(results: Metrics) -> dict[str, dict[str, Any]]:
+    """Every rank's update metrics -> ``reduce_metrics`` of all of them, on every rank.
+
+    One all_gather of the (small) dicts: ranks may report different modules and names, and
+    each rank reduces the same list in the same order, so all get bit-identical numbers.
+    """
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, results)
+    return reduce_metrics(gathered)
+
+
+def reduce_metrics(results: Sequence[Metrics]) -> dict[str, dict[str, Any]]:
+    """Per-learner metrics -> one dict: ints (counts) summed, floats averaged over the
+    learners that reported them."""
+    merged: dict[str, dict[str, list[Any]]] = {}
+    for result in results:
+        for key, metrics in result.items():
+            for name, value in metrics.items():
+                merged.setdefault(key, {}).setdefault(name, []).append(value)
+    return {key: {name: (sum(values) if all(isinstance(v, int) for v in values)
+                         else sum(values) / len(values))
+                  for name, values in metrics.items()}
+            for key, metrics in merged.items()}

@@ -1,9 +1,16 @@
-"""Learner: turns fragments into gradient updates of the full (training) MultiRLModule.
+"""TorchLearner: turns fragments into gradient updates of the full (training) MultiRLModule.
 
-This base class holds the framework-neutral structure: which modules train, how fragments
-become per-module batches, the epochs x minibatches schedule, and the state/weights API.
-``TorchLearner`` fills in the torch parts; algorithms subclass it and implement
-``compute_loss_for_module`` (and may override ``build_batch`` to add columns).
+An algorithm subclasses it and overrides the hooks that ``update`` calls, in this order:
+
+1. ``compute_extra_columns_for_module``: once per trained module, with that module's
+   fragments; columns computed before the loss (PPO: advantages, value targets).
+2. ``compute_loss_for_module``: the loss of one module on one minibatch.
+3. ``after_update``: the update's metrics, already reduced over data-parallel learners, so
+   every learner decides alike (PPO: adapts its KL coefficient).
+
+``configure_optimizers_for_module`` picks the optimizers (one Adam per module by default).
+The minibatch loop is a hot path: the batch goes to the device once per update, minibatches
+are index views into it, and logged metrics stay tensors until one conversion at the end.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ from collections import defaultdict
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from rlmodules.columns import Columns
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
+from rlmodules.tree import map_tree
 from runners.fragment import Fragment
-from learners.batching import (concat_fragments, cut_sequences, group_by_module, map_nested,
-                               minibatch_plan)
+from learners import distributed
+from learners.batching import concat_fragments, cut_sequences, group_by_module, minibatch_plan
 
 ALL_MODULES = "__all__"
 """Metrics key for numbers about the whole update (and for optimizers spanning modules)."""
@@ -37,7 +46,7 @@ def is_trainable(policies_to_train: PoliciesToTrain, module_id: str,
     return module_id in policies_to_train
 
 
-def check_required_apis(learner_class: type["Learner"],
+def check_required_apis(learner_class: type["TorchLearner"],
                         module: MultiRLModuleSpec | MultiRLModule,
                         policies_to_train: PoliciesToTrain = None) -> None:
     """Raise a TypeError if a module to train lacks an API ``learner_class`` requires.
@@ -46,9 +55,6 @@ def check_required_apis(learner_class: type["Learner"],
     skipped) or on a built MultiRLModule. Modules excluded by a ``policies_to_train``
     collection are not checked: they are never trained by this learner.
     """
-    required = learner_class.rl_module_required_apis()
-    if not required:
-        return
     if isinstance(module, MultiRLModuleSpec):
         classes = {mid: spec.module_class for mid, spec in module.module_specs().items()}
     else:
@@ -56,7 +62,7 @@ def check_required_apis(learner_class: type["Learner"],
     for module_id, cls in classes.items():
         if cls is None or not is_trainable(policies_to_train, module_id):
             continue
-        for api in required:
+        for api in learner_class.rl_module_required_apis():
             if not issubclass(cls, api):
                 methods = sorted(getattr(api, "__abstractmethods__", ()))
                 raise TypeError(
@@ -66,16 +72,21 @@ def check_required_apis(learner_class: type["Learner"],
                     f"leave '{module_id}' out of policies_to_train.")
 
 
-class Learner:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the real steps of a sequence batch (``LOSS_MASK``), or over all of them."""
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+class TorchLearner:
     """Owns the training MultiRLModule and its optimizers; ``update(fragments)`` trains it.
 
     ``config`` is read duck-typed: lr, grad_clip, num_epochs, minibatch_size,
     train_batch_size_per_learner, policies_to_train, seed, num_gpus_per_learner, plus the
-    algorithm's own keys in its loss. ``learner_index``/``world_size`` place this learner
+    algorithm's own keys in its hooks. ``learner_index``/``world_size`` place this learner
     among data-parallel peers (the LearnerGroup sets up their process group).
     """
-
-    framework: str | None = None
 
     def __init__(self, *, config: Any, module_spec: MultiRLModuleSpec, learner_index: int = 0,
                  world_size: int = 1) -> None:
@@ -88,11 +99,15 @@ class Learner:
         self.module_spec = module_spec
         self.learner_index = learner_index
         self.world_size = world_size
+        self.device = torch.device("cpu")  # Chosen at build from num_gpus_per_learner.
         self._module: MultiRLModule | None = None
         self._max_seq_len: dict[str, int | None] = {}
-        self._optimizers: dict[str, Any] = {}
-        self._optimizer_params: dict[str, list[Any]] = {}
+        self._optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._optimizer_params: dict[str, list[torch.Tensor]] = {}
+        self._params: list[torch.Tensor] = []  # Cheaper to clear than zero_grad().
+        self._synced_params: list[torch.Tensor] = []  # All-reduced, in a fixed order.
         self._logged: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        self._stepped: set[str] = set()  # Optimizers that stepped in the current update.
         # Minibatch shuffling; seeded per learner so that runs repeat.
         self._rng = np.random.default_rng(
             None if config.seed is None else [config.seed, learner_index])
@@ -111,15 +126,39 @@ class Learner:
         return self._module
 
     def build(self) -> None:
-        """Build the full MultiRLModule, check its APIs, create the optimizers."""
+        """Build the full MultiRLModule on the device, check its APIs, create the optimizers."""
         if self._module is not None:
             return
-        self._module = self._make_module(_training_spec(self.module_spec))
-        check_required_apis(type(self), self._module, self.config.policies_to_train)
+        self.device = self._select_device()
+        if self.config.seed is not None:
+            torch.manual_seed(self.config.seed)
+        module = _training_spec(self.module_spec).build().to(self.device)
+        check_required_apis(type(self), module, self.config.policies_to_train)
+        if self.world_size > 1:
+            if not torch.distributed.is_initialized():
+                raise RuntimeError(
+                    f"{type(self).__name__} with world_size={self.world_size} needs a "
+                    "torch.distributed process group; create data-parallel learners through "
+                    "LearnerGroup, which sets it up.")
+            distributed.broadcast_module(module)
+        self._module = module
         self._max_seq_len = {
             mid: (sub.model_config.get("max_seq_len", 20) if sub.is_stateful() else None)
-            for mid, sub in self._module.items()}
+            for mid, sub in module.items()}
         self.configure_optimizers()
+        unique = {id(p): p for params in self._optimizer_params.values() for p in params}
+        self._synced_params = list(unique.values())
+        self._params = list(module.parameters())
+
+    def _select_device(self) -> torch.device:
+        gpus = self.config.num_gpus_per_learner or 0
+        if gpus <= 0:
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"num_gpus_per_learner={gpus} but learner {self.learner_index} sees no CUDA "
+                "device; set num_gpus_per_learner=0 to train on CPU.")
+        return torch.device("cuda", 0)  # Ray shows each GPU learner only its own GPU(s).
 
     def configure_optimizers(self) -> None:
         """One ``configure_optimizers_for_module`` call per module that may be trained."""
@@ -128,9 +167,15 @@ class Learner:
                 self.configure_optimizers_for_module(module_id, self.config)
 
     def configure_optimizers_for_module(self, module_id: str, config: Any) -> None:
-        raise NotImplementedError
+        """One Adam over the module's parameters (none for a parameter-free module)."""
+        params = list(self.module[module_id].parameters())
+        if params:
+            # The fused kernel steps all tensors at once: ~2x faster than the default on CPU.
+            optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
+            self.register_optimizer(module_id, optimizer, params)
 
-    def register_optimizer(self, module_id: str, optimizer: Any, params: Iterable[Any]) -> None:
+    def register_optimizer(self, module_id: str, optimizer: torch.optim.Optimizer,
+                           params: Iterable[torch.Tensor]) -> None:
         """Register ``optimizer`` over ``params`` under ``module_id`` (metrics and state key).
 
         A key may be a module ID or any other name (e.g. ALL_MODULES for one optimizer over
@@ -142,14 +187,34 @@ class Learner:
         self._optimizers[module_id] = optimizer
         self._optimizer_params[module_id] = list(params)
 
+    # ---- the hooks --------------------------------------------------------------------------
+
+    def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
+                                         ) -> dict[str, Sequence[np.ndarray]]:
+        """Columns to train on besides the fragments' own: ``{name: one array per fragment}``.
+
+        Called once per update for each trained module, with all of its fragments (so
+        batch-wide steps such as normalization fit here). None by default.
+        """
+        return {}
+
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        """The scalar loss of one module on one minibatch; log extra terms with log_metric."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_loss_for_module().")
+
+    def after_update(self, results: dict[str, dict[str, Any]]) -> None:
+        """Act on the update's ``results`` (and add to them); they are the same on every
+        data-parallel learner, so decisions taken here agree. Nothing by default."""
+
     # ---- updating ---------------------------------------------------------------------------
 
     def update(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
         """Train on ``fragments`` for num_epochs x minibatches; return metrics per module.
 
-        The number of minibatches per epoch, max(1, train_batch_size_per_learner //
-        minibatch_size), is the same on every data-parallel learner whatever its share of
-        the data, so their gradient collectives always pair up.
+        With data-parallel peers the metrics are reduced over all learners (counts summed,
+        the rest averaged over the learners that reported them), identical on every one.
         """
         module = self.module
         unknown = sorted({f.module_id for f in fragments} - set(module.keys()))
@@ -159,37 +224,26 @@ class Learner:
                            "policy_mapping_fn and the module specs.")
         groups = {mid: frags for mid, frags in group_by_module(fragments).items()
                   if is_trainable(self.config.policies_to_train, mid, frags)}
-        trained = [f for frags in groups.values() for f in frags]
-        counts = {mid: sum(len(f) for f in frags) for mid, frags in groups.items()}
+        counts = {mid: sum(map(len, frags)) for mid, frags in groups.items()}
         self._logged.clear()
-        if trained or self.world_size > 1:  # Data-parallel peers step even without data.
-            batch = self.build_batch(trained) if trained else {}
-            steps = self.config.num_epochs * self._num_minibatches()
-            plans = {mid: self._index(plan) for mid, module_batch in batch.items()
-                     if (plan := self._plan(mid, module_batch, steps)) is not None}
-            for step in range(steps):
-                self._update_minibatch({
-                    mid: (map_nested(lambda x: x[plans[mid][step]], module_batch)
-                          if mid in plans else module_batch)
-                    for mid, module_batch in batch.items()})
+        if groups or self.world_size > 1:  # Data-parallel peers step even without data.
+            self._train({mid: self.build_module_batch(mid, frags)
+                         for mid, frags in groups.items()})
         results = self._metrics_results()
         for mid, count in counts.items():
             results.setdefault(mid, {})["num_module_steps_trained"] = count
         results.setdefault(ALL_MODULES, {})["num_env_steps_trained"] = sum(counts.values())
+        if self.world_size > 1:
+            results = distributed.all_reduce_metrics(results)
+        self.after_update(results)
         return results
 
-    def build_batch(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
-        """``{module_id: batch}`` on the learner's device; override to add columns."""
-        return {mid: self.build_module_batch(mid, frags)
-                for mid, frags in group_by_module(fragments).items()}
-
-    def build_module_batch(self, module_id: str, fragments: Sequence[Fragment],
-                           extra_columns: dict[str, Sequence[np.ndarray]] | None = None
+    def build_module_batch(self, module_id: str, fragments: Sequence[Fragment]
                            ) -> dict[str, Any]:
-        """One module's batch: flat [N, ...] columns, or [B, max_seq_len, ...] sequences with
-        LOSS_MASK and STATE_IN for stateful modules. ``extra_columns`` holds one array per
-        fragment (e.g. advantages) to batch alongside the fragments' own columns."""
-        columns = concat_fragments(fragments, extra_columns)
+        """One module's batch on the device, extra columns included: flat [N, ...] columns,
+        or [B, max_seq_len, ...] sequences with LOSS_MASK and STATE_IN for stateful modules."""
+        columns = concat_fragments(
+            fragments, self.compute_extra_columns_for_module(module_id, fragments))
         max_seq_len = self._max_seq_len[module_id]
         if max_seq_len:
             columns = cut_sequences(columns, [len(f) for f in fragments], max_seq_len)
@@ -197,13 +251,7 @@ class Learner:
             columns.pop(Columns.STATE_IN, None)
         return self._to_device(columns)
 
-    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
-                                fwd_out: dict[str, Any]) -> Any:
-        """The scalar loss of one module on one minibatch; log extra terms with log_metric."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement compute_loss_for_module().")
-
-    def log_metric(self, key: str, name: str, value: Any) -> None:
+    def log_metric(self, key: str, name: str, value: torch.Tensor | float) -> None:
         """Record ``value`` (a scalar tensor or number) under ``results[key][name]``.
 
         Values are averaged over the update's minibatches and converted to Python floats
@@ -211,11 +259,20 @@ class Learner:
         """
         self._logged[(key, name)].append(value.detach() if hasattr(value, "detach") else value)
 
-    def _num_minibatches(self) -> int:
+    def _train(self, batch: dict[str, dict[str, Any]]) -> None:
+        """num_epochs x minibatches steps; the number of minibatches per epoch,
+        max(1, train_batch_size_per_learner // minibatch_size), is the same on every
+        data-parallel learner whatever its share of the data, so their collectives pair up."""
         size, total = self.config.minibatch_size, self.config.train_batch_size_per_learner
-        if size is None or total is None:
-            return 1
-        return max(1, total // size)
+        steps = self.config.num_epochs * (1 if size is None or total is None
+                                          else max(1, total // size))
+        plans = {mid: torch.from_numpy(plan).to(self.device) for mid, module_batch in batch.items()
+                 if (plan := self._plan(mid, module_batch, steps)) is not None}
+        for step in range(steps):
+            self._update_minibatch({
+                mid: (map_tree(lambda x: x[plans[mid][step]], module_batch)
+                      if mid in plans else module_batch)
+                for mid, module_batch in batch.items()})
 
     def _plan(self, module_id: str, module_batch: dict[str, Any],
               steps: int) -> np.ndarray | None:
@@ -227,28 +284,93 @@ class Learner:
                    next(v for v in module_batch.values() if not isinstance(v, dict)))
         return minibatch_plan(rows, size, steps, self._rng)
 
-    # ---- framework hooks ----------------------------------------------------------------------
-
-    def _make_module(self, spec: MultiRLModuleSpec) -> MultiRLModule:
-        raise NotImplementedError
-
-    def _to_device(self, columns: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _index(self, plan: np.ndarray) -> Any:
-        raise NotImplementedError
-
     def _update_minibatch(self, minibatch: dict[str, dict[str, Any]]) -> None:
-        raise NotImplementedError
+        for param in self._params:
+            param.grad = None
+        if minibatch:  # A data-parallel learner without local data still joins the all-reduce.
+            fwd_out = self.module.forward_train(minibatch)
+            total_loss = 0.0
+            for module_id, module_batch in minibatch.items():
+                loss = self.compute_loss_for_module(module_id=module_id, config=self.config,
+                                                    batch=module_batch, fwd_out=fwd_out[module_id])
+                self.log_metric(module_id, "total_loss", loss)
+                total_loss = total_loss + loss
+            total_loss.backward()
+        if self.world_size > 1:
+            distributed.all_reduce_gradients(self._synced_params)
+        self.apply_gradients()
+
+    def apply_gradients(self) -> None:
+        """Clip each optimizer's gradients by global norm (config.grad_clip) and step it.
+
+        Optimizers whose parameters got no gradient (modules without data) are skipped.
+        """
+        for name, optimizer in self._optimizers.items():
+            params = [p for p in self._optimizer_params[name] if p.grad is not None]
+            if not params:
+                continue
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+            self.log_metric(name, "grad_norm", norm)
+            optimizer.step()
+            self._stepped.add(name)
 
     def _metrics_results(self) -> dict[str, dict[str, Any]]:
-        raise NotImplementedError
+        """This learner's logged means (one device-to-host copy) and the stepped lrs."""
+        results: dict[str, dict[str, Any]] = {}
+        if self._logged:
+            means = torch.stack([
+                torch.stack([torch.as_tensor(v, device=self.device) for v in values])
+                .float().mean() for values in self._logged.values()]).tolist()
+            for (key, name), mean in zip(self._logged, means):
+                results.setdefault(key, {})[name] = mean
+        for name in self._stepped:
+            results.setdefault(name, {})["lr"] = float(self._optimizers[name].param_groups[0]["lr"])
+        self._stepped.clear()
+        return results
 
-    def _get_optimizer_state(self, names: Sequence[str]) -> dict[str, Any]:
-        raise NotImplementedError
+    # ---- batches ------------------------------------------------------------------------------
 
-    def _set_optimizer_state(self, state: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+    def _to_device(self, columns: dict[str, Any]) -> dict[str, Any]:
+        def convert(array: np.ndarray) -> torch.Tensor:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            if tensor.dtype == torch.float64:  # Modules compute in float32.
+                tensor = tensor.float()
+            return tensor.to(self.device)
+
+        return map_tree(convert, columns)
+
+    def compute_values_for_fragments(self, module_id: str,
+                                     fragments: Sequence[Fragment]) -> list[np.ndarray]:
+        """Value estimates [T+1] per fragment: V(obs_0..obs_{T-1}) and V(last_obs).
+
+        One no-grad forward for all fragments of the module. A stateful module runs each
+        fragment (plus its last_obs) as one sequence starting from the fragment's first
+        ``state_in``. Whether to bootstrap from V(last_obs) (not when ``terminated``) is
+        the algorithm's call.
+        """
+        module = self.module[module_id]
+        if not hasattr(module, "compute_values"):
+            raise TypeError(
+                f"compute_values_for_fragments('{module_id}'): {type(module).__name__} has no "
+                "compute_values(); implement ValueFunctionAPI in the module.")
+        lengths = [len(f) + 1 for f in fragments]
+        obs = map_tree(lambda *xs: np.concatenate(xs), *[
+            map_tree(lambda o, last: np.concatenate([o, np.asarray(last)[None]]),
+                     f.columns[Columns.OBS], f.last_obs) for f in fragments])
+        if self._max_seq_len[module_id]:
+            batch = cut_sequences({Columns.OBS: obs}, lengths, max(lengths))
+            batch[Columns.STATE_IN] = map_tree(lambda *xs: np.stack(xs), *[
+                map_tree(lambda x: x[0], f.columns[Columns.STATE_IN]) for f in fragments])
+            mask = batch[Columns.LOSS_MASK]
+        else:
+            batch, mask = {Columns.OBS: obs}, None
+        with torch.no_grad():
+            values = module.compute_values(self._to_device(batch)).float().cpu().numpy()
+        if mask is not None:
+            values = values[mask]  # Row by row: fragment after fragment.
+        return np.split(values, np.cumsum(lengths)[:-1])
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -264,7 +386,9 @@ class Learner:
         if "rl_module" in selection:
             state["rl_module"] = self.get_weights(selection["rl_module"])
         if "optimizer" in selection:
-            state["optimizer"] = self._get_optimizer_state(selection["optimizer"])
+            state["optimizer"] = {
+                name: map_tree(_to_numpy, self._optimizers[name].state_dict(), sequences=True)
+                for name in selection["optimizer"]}
         return state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -275,8 +399,13 @@ class Learner:
                            " a learner state holds 'rl_module' and 'optimizer'.")
         if "rl_module" in state:
             self.set_weights(state["rl_module"])
-        if "optimizer" in state:
-            self._set_optimizer_state(state["optimizer"])
+        unknown = sorted(set(state.get("optimizer", {})) - set(self._optimizers))
+        if unknown:
+            raise KeyError(f"{type(self).__name__}.set_state(): no optimizer named {unknown}; "
+                           f"this learner has {list(self._optimizers)}.")
+        for name, optimizer_state in state.get("optimizer", {}).items():
+            self._optimizers[name].load_state_dict(
+                map_tree(_to_torch, optimizer_state, sequences=True))
 
     def get_weights(self, module_ids: Sequence[str] | None = None,
                     inference_only: bool = False) -> dict[str, dict[str, np.ndarray]]:
@@ -285,6 +414,18 @@ class Learner:
 
     def set_weights(self, weights: Mapping[str, Mapping[str, Any]]) -> None:
         self.module.set_state(weights)
+
+
+Learner = TorchLearner
+"""RLlib's name for the learner base class; here the one (torch) learner is the base."""
+
+
+def _to_numpy(leaf: Any) -> Any:
+    return leaf.detach().cpu().numpy().copy() if isinstance(leaf, torch.Tensor) else leaf
+
+
+def _to_torch(leaf: Any) -> Any:
+    return torch.from_numpy(leaf.copy()) if isinstance(leaf, np.ndarray) else leaf
 
 
 def _training_spec(spec: MultiRLModuleSpec) -> MultiRLModuleSpec:

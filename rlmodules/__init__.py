@@ -6,6 +6,7 @@ from rlmodules.default_model_config import DefaultModelConfig
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from rlmodules.rl_module import RLModule, RLModuleSpec
 from rlmodules.torch_rl_module import TorchRLModule
+from rlmodules import compat  # noqa: F401  (last: it installs the alpha API on RLModule)
 
 __all__ = [
     "Columns",

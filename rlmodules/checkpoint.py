@@ -3,10 +3,14 @@
 Layout of ``RLModule.save_to_path(path)``::
 
     path/module_state.safetensors   weights ({param: array}; loads without unpickling code)
-    path/metadata.json              format version, class path "module:qualname", constructor
-                                    arguments (spaces as JSON); written last
-A MultiRLModule writes its own metadata (class, arguments, sub-module specs) and one such
-single-module checkpoint per module ID in ``path/<module_id>/``.
+    path/metadata.json              format version, class "module:qualname", constructor
+                                    arguments (``to_json``); written last
+A MultiRLModule writes its own metadata (class, arguments with the sub-module specs) and one
+such single-module checkpoint per module ID in ``path/<module_id>/``.
+
+Loading never runs code a checkpoint names: each stored name is resolved for the slot of its
+key (``SLOTS``: e.g. ``module_class`` -> an RLModule subclass) and refused with a
+CheckpointError unless it fits; only class slots import (the module holding the class).
 
 Reusable pieces (the algorithm checkpoints build on them):
 
@@ -18,22 +22,22 @@ Reusable pieces (the algorithm checkpoints build on them):
   marks a complete checkpoint (write it last); reading checks it and the format version.
 - ``save_state_tensors(file, state)`` / ``load_state_tensors(file)``: {name: array} <->
   safetensors, with errors naming the file.
-- ``spaces_to_json(obj)`` / ``spaces_from_json(obj)``: gym spaces (Box, Discrete,
-  MultiDiscrete, MultiBinary, Dict, Tuple), also nested in dicts/lists, <-> JSON values.
-- ``class_path(cls)`` / ``import_class(path)``: classes <-> "module:qualname".
+- ``to_json(value, key)`` / ``from_json(node, path, key)``: values (spaces, sets, arrays,
+  dataclasses, classes) <-> JSON, the one encoding of metadata, configs and state files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -154,28 +158,89 @@ def load_state_tensors(file: str | os.PathLike) -> dict[str, np.ndarray]:
             from err
 
 
-# ---- spaces and classes as JSON ------------------------------------------------------------
+# ---- values as JSON -------------------------------------------------------------------------
 
-def spaces_to_json(obj: Any) -> Any:
-    """``obj`` with every gym space replaced by a JSON-able dict (recurses into dicts/lists)."""
-    if isinstance(obj, gym.Space):
-        return {"__space__": _space_to_json(obj)}
-    if isinstance(obj, Mapping):
-        return {k: spaces_to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [spaces_to_json(v) for v in obj]
-    return obj
+# What JSON lacks, as one-key dicts (a dataclass adds "fields"), read back by ``from_json``.
+MARKERS = ("__space__", "__set__", "__items__", "__array__", "__object__", "__dataclass__",
+           "__unsaved__")
 
 
-def spaces_from_json(obj: Any) -> Any:
-    """The inverse of ``spaces_to_json``."""
-    if isinstance(obj, Mapping):
-        if set(obj) == {"__space__"}:
-            return _space_from_json(obj["__space__"])
-        return {k: spaces_from_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [spaces_from_json(v) for v in obj]
-    return obj
+def to_json(value: Any, key: str, arrays: dict[str, np.ndarray] | None = None,
+            lenient: bool = False) -> Any:
+    """``value`` as JSON: spaces, sets, non-str-keyed dicts and dataclasses as markers,
+    importable classes and functions as "module:qualname", arrays moved into ``arrays``
+    (when given). Anything else raises TypeError naming ``key``, or with ``lenient`` becomes
+    an "__unsaved__" marker that loading reports."""
+    def enc(v: Any, k: str) -> Any:
+        return to_json(v, k, arrays, lenient)
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor) and arrays is not None:
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) and arrays is not None:
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, gym.Space):
+        return {"__space__": _space_to_json(value)}
+    if isinstance(value, (set, frozenset)):
+        return {"__set__": sorted(enc(v, key) for v in value)}
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {k: enc(v, f"{key}[{k!r}]") for k, v in value.items()}
+        return {"__items__": [[enc(k, key), enc(v, f"{key}[{k!r}]")] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [enc(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__dataclass__": class_path(type(value)), "fields": {f.name: enc(
+            getattr(value, f.name), f"{key}.{f.name}") for f in dataclasses.fields(value)}}
+    if (inspect.isclass(value) or inspect.isroutine(value)) and _importable(value):
+        return {"__object__": class_path(value)}
+    if lenient:
+        return {"__unsaved__": repr(value)}
+    raise TypeError(f"Checkpoint: {key} = {value!r} ({type(value).__name__}) is not "
+                    "JSON-serializable; keep configs and states to numbers, strings, lists, "
+                    "dicts, arrays, spaces, dataclasses, importable classes and functions.")
+
+
+def from_json(node: Any, path: Any, key: str, trusted: Sequence[Any] = (),
+              arrays: Mapping[str, np.ndarray] | None = None, slot: str | None = None) -> Any:
+    """The inverse of ``to_json``. A stored name is resolved for the slot of the key it is
+    stored under (``resolve``); dataclasses are rebuilt only when their class fits the
+    "__dataclass__" slot. Nothing else is imported, called or constructed."""
+    slot = key if slot is None else slot
+    if isinstance(node, list):
+        return [from_json(v, path, f"{key}[{i}]", trusted, arrays, slot)
+                for i, v in enumerate(node)]
+    kind = next(iter(node), None) if isinstance(node, dict) else None
+    if kind not in MARKERS:
+        return {k: from_json(v, path, f"{key}[{k!r}]", trusted, arrays, k)
+                for k, v in node.items()} if isinstance(node, dict) else node
+    value = node[kind]
+    if kind == "__object__":
+        return resolve(value, slot, key, path, trusted)
+    if kind == "__unsaved__":
+        raise CheckpointError(
+            f"Checkpoint '{path}': {key} ({value}) was not saved: the config held a lambda, a "
+            "local function or another object a checkpoint cannot store. Pass the config: "
+            "Algorithm.from_checkpoint(path, config=my_config).")
+    try:
+        if kind == "__dataclass__":
+            cls = resolve(value, kind, key, path, trusted)
+            return cls(**from_json(node.get("fields", {}), path, key, trusted, arrays))
+        if kind == "__space__":
+            return _space_from_json(value)
+        if kind == "__array__":
+            return arrays[value]  # type: ignore[index]
+        decoded = from_json(value, path, key, trusted, arrays, slot)
+        return set(decoded) if kind == "__set__" else dict(decoded)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise CheckpointError(f"Checkpoint '{path}': {key} holds a malformed {kind} entry "
+                              f"({err!r}).") from err
 
 
 def _bound(array: np.ndarray) -> Any:
@@ -223,50 +288,83 @@ def _space_from_json(d: Mapping[str, Any]) -> gym.Space:
 
 
 def class_path(obj: Any) -> str:
-    """ "module:qualname" of a class or function (``import_class`` reverses it)."""
+    """ "module:qualname" of a class or function (what ``resolve`` reads)."""
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
-def import_class(path: str) -> Any:
-    """The object named by "module:qualname"."""
-    module_name, _, qualname = path.partition(":")
+def _lookup(name: str) -> Any:
+    """The object named "module:qualname": imports the module, then reads attributes
+    statically (no descriptor or module ``__getattr__`` runs)."""
+    module_name, _, qualname = name.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
-        obj = getattr(obj, part)
+        obj = inspect.getattr_static(obj, part)
     return obj
 
 
-def _value_to_json(value: Any, key: str) -> Any:
-    """A constructor argument as JSON: spaces as dicts, classes/functions as paths."""
-    if isinstance(value, gym.Space):
-        return spaces_to_json(value)
-    if isinstance(value, Mapping):
-        return {k: _value_to_json(v, f"{key}['{k}']") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_value_to_json(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _value_to_json(dataclasses.asdict(value), key)
-    if isinstance(value, type) or callable(value):
-        return {"__object__": class_path(value)}
-    raise TypeError(f"Checkpoint: {key} = {value!r} ({type(value).__name__}) is not "
-                    "JSON-serializable; keep model_config to numbers, strings, lists, dicts, "
-                    "importable classes and functions.")
+def _importable(obj: Any) -> bool:
+    try:
+        return _lookup(class_path(obj)) is obj
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
-def _value_from_json(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        if set(value) == {"__object__"}:
-            return import_class(value["__object__"])
-        if set(value) == {"__space__"}:
-            return spaces_from_json(value)
-        return {k: _value_from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_value_from_json(v) for v in value]
-    return value
+# ---- slots: what a stored name may stand for ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """What a name stored under a key may resolve to: a subclass of ``bases`` (imported
+    from the project), or one of the objects ``values()`` returns (matched by name)."""
+
+    what: str
+    bases: tuple[str, ...] = ()
+    values: Callable[[], list[Any]] = list
+
+
+def _layer_fns() -> list[Any]:
+    from torch.nn.modules import activation
+
+    return [o for m in (torch.nn.init, activation) for o in vars(m).values()
+            if getattr(o, "__module__", None) == m.__name__ and (inspect.isfunction(o) or (
+                inspect.isclass(o) and issubclass(o, torch.nn.Module)))]
+
+
+# Key -> slot; any other key holds model_config-like values: initializers and activations.
+# The algorithm side declares its own keys (algorithms/checkpoints.py).
+SLOTS: dict[str, Slot] = {
+    "module_class": Slot("an RLModule subclass", ("rlmodules.rl_module:RLModule",)),
+    "multi_rl_module_class": Slot("a MultiRLModule subclass",
+                                  ("rlmodules.multi_rl_module:MultiRLModule",)),
+    "__dataclass__": Slot("an RLModuleSpec, MultiRLModuleSpec or DefaultModelConfig", (
+        "rlmodules.rl_module:RLModuleSpec", "rlmodules.multi_rl_module:MultiRLModuleSpec",
+        "rlmodules.default_model_config:DefaultModelConfig")),
+}
+_LAYER_FN = Slot("a torch.nn.init function or a torch.nn activation class", values=_layer_fns)
+
+
+def resolve(name: Any, slot: str, key: str, path: Any, trusted: Sequence[Any] = ()) -> Any:
+    """The object ``name`` stands for, if it is in ``trusted`` or fits ``SLOTS[slot]``;
+    else a CheckpointError naming ``path``, ``key`` and ``name``. Only a class slot imports
+    (the module holding the class); nothing is called."""
+    fits = SLOTS.get(slot, _LAYER_FN)
+    for obj in (*trusted, *fits.values()):
+        if class_path(obj) == name:
+            return obj
+    refused = (f"Checkpoint '{path}': {key} = {name!r} is refused: it must be {fits.what}. "
+               "To load an object you trust, pass it: from_checkpoint(path, trusted=[obj]), "
+               "or for an algorithm from_checkpoint(path, config=my_config).")
+    if not fits.bases:
+        raise CheckpointError(refused)
+    try:
+        obj = _lookup(name)
+    except Exception as err:  # Whatever importing the named module raised.
+        raise CheckpointError(
+            f"Checkpoint '{path}': cannot import {key} = {name!r} ({err!r}). Classes must be "
+            "importable by module and name (not defined inside a function); else build the "
+            "module yourself and call restore_from_path(), or pass trusted=[cls].") from err
+    if not (inspect.isclass(obj) and issubclass(obj, tuple(_lookup(b) for b in fits.bases))):
+        raise CheckpointError(refused)
+    return obj
 
 
 # ---- RLModules -----------------------------------------------------------------------------
@@ -276,56 +374,46 @@ def save_module(module: Any, path: str | os.PathLike) -> str:
     return str(write_dir_atomically(path, lambda tmp: _write_module(module, tmp)))
 
 
-def _write_module(module: Any, directory: Path) -> None:
-    from rlmodules.multi_rl_module import MultiRLModule
+def _is_multi(module: Any) -> bool:
+    """A MultiRLModule (told by what it holds: this module imports no module class)."""
+    return hasattr(module, "rl_module_specs")
 
-    args = module.get_ctor_args()
-    if isinstance(module, MultiRLModule):
+
+def _write_module(module: Any, directory: Path) -> None:
+    if _is_multi(module):
         for module_id, sub in module.items():
             if not module_id or os.sep in module_id or module_id.startswith("."):
                 raise ValueError(f"Module ID {module_id!r} cannot name a checkpoint "
                                  "sub-directory; use IDs without path separators.")
             (directory / module_id).mkdir()
             _write_module(sub, directory / module_id)
-        args["rl_module_specs"] = {mid: _spec_to_json(spec)
-                                   for mid, spec in args["rl_module_specs"].items()}
         extra = {"kind": "multi_rl_module", "module_ids": list(module.keys())}
     else:
         save_state_tensors(directory / WEIGHTS_FILE, module.get_state())
         extra = {"kind": "rl_module"}
     write_metadata(directory, {**extra, "class": class_path(type(module)),
-                               "ctor_args": _value_to_json(args, "ctor_args")})
+                               "ctor_args": to_json(module.get_ctor_args(), "ctor_args")})
 
 
-def _spec_to_json(spec: Any) -> dict[str, Any]:
-    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
-    return {"spec_class": class_path(type(spec)),
-            "fields": _value_to_json(fields, f"{type(spec).__name__}")}
+def load_module(path: str | os.PathLike, trusted: Sequence[Any] = ()) -> Any:
+    """Rebuild the module recorded at ``path`` from its class and constructor arguments, then
+    load its weights.
 
-
-def _spec_from_json(d: Mapping[str, Any]) -> Any:
-    return import_class(d["spec_class"])(**_value_from_json(d["fields"]))
-
-
-def load_module(path: str | os.PathLike) -> Any:
-    """Rebuild the module recorded at ``path`` (its class, constructor args, weights)."""
-    from rlmodules.compat import construct
-
+    Every stored name must fit its slot (``SLOTS``), or be the name of an object in
+    ``trusted``, which is then used as is.
+    """
     meta = read_metadata(path)
+    multi = meta.get("kind") == "multi_rl_module"
+    cls = resolve(meta.get("class"), "multi_rl_module_class" if multi else "module_class",
+                  "class", path, trusted)
+    args = from_json(meta.get("ctor_args", {}), path, "ctor_args", trusted)
+    specs = args.get("rl_module_specs") if multi else {}
+    spec_class = _lookup("rlmodules.rl_module:RLModuleSpec")
+    if not (isinstance(specs, dict) and all(isinstance(s, spec_class) for s in specs.values())):
+        raise CheckpointError(f"Checkpoint '{path}': ctor_args['rl_module_specs'] must map "
+                              f"module IDs to RLModuleSpecs, got {specs!r}.")
     try:
-        module_class = import_class(meta["class"])
-        args = _value_from_json(meta["ctor_args"])
-        if meta["kind"] == "multi_rl_module":
-            args["rl_module_specs"] = {mid: _spec_from_json(s)
-                                       for mid, s in args["rl_module_specs"].items()}
-    except (ImportError, AttributeError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"Checkpoint '{path}': cannot import what rebuilds the recorded module "
-            f"({meta.get('class')}): {err!r}. Classes and functions must be importable by "
-            "module and name (not defined inside a function); else build the module yourself "
-            "and call restore_from_path().") from err
-    try:
-        module = construct(module_class, **args)
+        module = cls(**args)
     except TypeError as err:
         raise CheckpointError(
             f"Checkpoint '{path}': {meta['class']} cannot be rebuilt from its recorded "
@@ -337,11 +425,9 @@ def load_module(path: str | os.PathLike) -> Any:
 
 def restore_module(module: Any, path: str | os.PathLike) -> None:
     """Load the weights at ``path`` into ``module``; errors name the path and the mismatch."""
-    from rlmodules.multi_rl_module import MultiRLModule
-
     path = Path(path)
     meta = read_metadata(path)
-    is_multi = isinstance(module, MultiRLModule)
+    is_multi = _is_multi(module)
     if (meta.get("kind") == "multi_rl_module") != is_multi:
         held = "a MultiRLModule" if meta.get("kind") == "multi_rl_module" else "a single RLModule"
         hint = " (restore it into multi_module[module_id])" if is_multi else ""
@@ -358,6 +444,11 @@ def restore_module(module: Any, path: str | os.PathLike) -> None:
         return
     state = load_state_tensors(path / WEIGHTS_FILE)
     try:
+        for name, own in module.get_state().items():  # Check all before copying any.
+            for what in ("shape", "dtype"):
+                if name in state and getattr(own, what) != getattr(state[name], what):
+                    raise ValueError(f"parameter '{name}' has {what} {getattr(own, what)} in "
+                                     f"the module but {getattr(state[name], what)} in the state")
         module.set_state(state)
     except (KeyError, ValueError) as err:
         message = err.args[0] if err.args else str(err)

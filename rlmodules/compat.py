@@ -5,11 +5,15 @@ read ``self.config.observation_space`` / ``.model_config_dict``; sub-modules cal
 ``super().__init__(config=None)``; MultiAgentRLModule subclasses override ``build()`` or
 ``setup()`` and assign a plain dict to ``self._rl_modules``; forward passes may return
 ``action_dist``; the I/O spec checks live in ``rlmodules.specs``.
+
+The core never imports this module; the package does, which installs ``RLModule.config``
+and, once per class, lets an ``__init__(self, config)`` also take keyword arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -76,13 +80,6 @@ class MultiAgentRLModule(MultiRLModule):
     def build(self) -> None:
         MultiRLModule.setup(self)
 
-    @property
-    def config(self) -> MultiAgentRLModuleConfig:
-        return MultiAgentRLModuleConfig(
-            observation_space=self.observation_space, action_space=self.action_space,
-            model_config_dict=self.model_config, catalog_class=self.catalog_class,
-            inference_only=self.inference_only, modules=self.rl_module_specs)
-
 
 class MultiAgentRLModuleSpec(MultiRLModuleSpec):
     """MultiRLModuleSpec under its alpha name: ``marl_module_class=``, ``module_specs=``."""
@@ -104,21 +101,39 @@ def takes_config_object(module_class: type) -> bool:
 
 
 def construct(module_class: type[RLModule], **ctor_args: Any) -> RLModule:
-    """Call ``module_class`` the way it wants: with keywords, or one alpha config object."""
-    if not takes_config_object(module_class):
-        return module_class(**ctor_args)
-    model_config = ctor_args.get("model_config")
+    """Build ``module_class`` from keyword constructor arguments, whatever its ``__init__``."""
+    return module_class(**ctor_args)
+
+
+def _alpha_config(model_config: Any = None, rl_module_specs: Any = None,
+                  **fields: Any) -> RLModuleConfig:
+    """The config object for keyword constructor args; a multi-agent one with specs."""
     if isinstance(model_config, DefaultModelConfig):
         model_config = dataclasses.asdict(model_config)
-    fields = dict(observation_space=ctor_args.get("observation_space"),
-                  action_space=ctor_args.get("action_space"),
-                  inference_only=ctor_args.get("inference_only", False),
-                  model_config_dict=dict(model_config or {}),
-                  catalog_class=ctor_args.get("catalog_class"))
-    if "rl_module_specs" in ctor_args:
-        return module_class(MultiAgentRLModuleConfig(modules=ctor_args["rl_module_specs"],
-                                                     **fields))
-    return module_class(RLModuleConfig(**fields))
+    fields["model_config_dict"] = {} if model_config is None else model_config
+    if rl_module_specs is None:
+        return RLModuleConfig(**fields)
+    return MultiAgentRLModuleConfig(modules=rl_module_specs, **fields)
+
+
+def _accept_ctor_kwargs(cls: type[RLModule]) -> None:
+    """RLModule.__init_subclass__: an own ``__init__(self, config)`` also takes keywords."""
+    if "__init__" not in vars(cls) or not takes_config_object(cls):
+        return
+    alpha_init = cls.__init__
+
+    @functools.wraps(alpha_init)
+    def __init__(self, config: RLModuleConfig | None = None, **ctor_args: Any) -> None:
+        if config is None:
+            config, ctor_args = _alpha_config(**ctor_args), {}
+        alpha_init(self, config, **ctor_args)  # Keywords with a config: alpha_init refuses.
+
+    cls.__init__ = __init__
+
+
+RLModule.__init_subclass__ = classmethod(_accept_ctor_kwargs)
+RLModule.config = property(lambda self: _alpha_config(**self.get_ctor_args()),
+                           doc="The alpha API's view of the constructor arguments.")
 
 
 def override(parent: type) -> Callable[[Callable], Callable]:

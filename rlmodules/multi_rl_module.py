@@ -22,16 +22,11 @@ class MultiRLModule(TorchRLModule):
     and ``_forward`` or the phase-specific ``_forward_*`` methods.
     """
 
-    def __init__(self, config: Any = None, *,
-                 observation_space: gym.Space | None = None,
-                 action_space: gym.Space | None = None,
-                 inference_only: bool = False,
-                 model_config: Mapping[str, Any] | None = None,
-                 rl_module_specs: Mapping[str, RLModuleSpec] | None = None,
+    def __init__(self, *args: Any, rl_module_specs: Mapping[str, RLModuleSpec] | None = None,
                  **kwargs: Any) -> None:
+        """RLModule's arguments, plus one spec per module ID to build in ``setup()``."""
         self.rl_module_specs = dict(rl_module_specs or {})
-        super().__init__(config, observation_space=observation_space, action_space=action_space,
-                         inference_only=inference_only, model_config=model_config, **kwargs)
+        super().__init__(*args, **kwargs)
 
     def setup(self) -> None:
         self._rl_modules = nn.ModuleDict()
@@ -134,6 +129,9 @@ class MultiRLModule(TorchRLModule):
         return self
 
 
+RLModule.multi_agent_class = MultiRLModule
+
+
 @dataclass
 class MultiRLModuleSpec:
     """How to build a MultiRLModule: its class and one spec per module ID.
@@ -157,12 +155,10 @@ class MultiRLModuleSpec:
         return dict(specs or {})
 
     def build(self) -> MultiRLModule:
-        from rlmodules.compat import construct
-
-        return construct(
-            self.multi_rl_module_class, observation_space=self.observation_space,
-            action_space=self.action_space, inference_only=self.inference_only,
-            model_config=self.model_config, rl_module_specs=self.module_specs())
+        return self.multi_rl_module_class(
+            observation_space=self.observation_space, action_space=self.action_space,
+            inference_only=self.inference_only, model_config=self.model_config,
+            rl_module_specs=self.module_specs())
 
     def as_inference_only(self) -> "MultiRLModuleSpec":
         return dataclasses.replace(self, inference_only=True)

@@ -6,14 +6,16 @@ import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import gymnasium as gym
 import torch
 
+from rlmodules.checkpoint import load_module, restore_module, save_module
 from rlmodules.columns import DEFAULT_MODULE_ID, Columns
 from rlmodules.default_model_config import DefaultModelConfig
 from rlmodules.distributions import TorchDistribution, default_dist_cls
+from rlmodules.specs import check_spec
 
 if TYPE_CHECKING:
     from rlmodules.multi_rl_module import MultiRLModule
@@ -27,6 +29,7 @@ class RLModule:
 
     Subclasses implement ``setup()`` and ``_forward_exploration``, ``_forward_inference``,
     ``_forward_train`` (or just ``_forward``, which each of them falls back to).
+    The ``config`` argument and ``self.config`` are the alpha API's (see ``rlmodules.compat``).
     """
 
     framework: str | None = None
@@ -61,16 +64,6 @@ class RLModule:
         self.model_config: dict[str, Any] = dict(model_config or {})
         self.catalog_class = catalog_class
         self.setup()
-
-    @property
-    def config(self):
-        """The alpha API's view of the constructor arguments."""
-        from rlmodules.compat import RLModuleConfig
-
-        return RLModuleConfig(
-            observation_space=self.observation_space, action_space=self.action_space,
-            model_config_dict=self.model_config, catalog_class=self.catalog_class,
-            inference_only=self.inference_only)
 
     def setup(self) -> None:
         """Build the sub-networks here; the spaces and ``model_config`` are already set."""
@@ -155,8 +148,6 @@ class RLModule:
     def _check_specs(self, method: str, data: Any) -> None:
         spec = getattr(self, method)()
         if spec is not None:
-            from rlmodules.specs import check_spec
-
             check_spec(spec, data, f"{type(self).__name__}.{method}()")
 
     # ---- action distributions ---------------------------------------------------------------
@@ -203,33 +194,32 @@ class RLModule:
 
     def save_to_path(self, path: str | os.PathLike | None = None) -> str:
         """Write a checkpoint directory atomically (a new temp dir if ``path`` is None)."""
-        from rlmodules.checkpoint import save_module
-
         return save_module(self, tempfile.mkdtemp() if path is None else path)
 
     def restore_from_path(self, path: str | os.PathLike) -> None:
         """Load the weights of a checkpoint written by ``save_to_path`` into this module."""
-        from rlmodules.checkpoint import restore_module
-
         restore_module(self, path)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> "RLModule":
-        """Rebuild the module class recorded in the checkpoint and load its weights."""
-        from rlmodules.checkpoint import load_module
+    def from_checkpoint(cls, path: str | os.PathLike, trusted: Sequence[Any] = ()) -> "RLModule":
+        """Rebuild the module class recorded in the checkpoint and load its weights.
 
-        module = load_module(path)
+        ``trusted``: classes and functions the checkpoint may name beyond what loading allows
+        by itself (see rlmodules/checkpoint.py); they are used, unchecked, for their names.
+        """
+        module = load_module(path, trusted)
         if not isinstance(module, cls):
             raise TypeError(
                 f"{cls.__name__}.from_checkpoint('{path}'): the checkpoint holds a "
                 f"{type(module).__name__}, not a {cls.__name__}; call RLModule.from_checkpoint().")
         return module
 
+    multi_agent_class: type["MultiRLModule"]
+    """What ``as_multi_agent`` wraps modules in; rlmodules.multi_rl_module sets it."""
+
     def as_multi_agent(self) -> "MultiRLModule":
         """This module inside a MultiRLModule under DEFAULT_MODULE_ID."""
-        from rlmodules.multi_rl_module import MultiRLModule
-
-        multi = MultiRLModule(observation_space=self.observation_space,
+        multi = self.multi_agent_class(observation_space=self.observation_space,
                               action_space=self.action_space,
                               inference_only=self.inference_only)
         multi.add_module(DEFAULT_MODULE_ID, self)
@@ -248,8 +238,6 @@ class RLModuleSpec:
     catalog_class: type | None = None
 
     def build(self) -> RLModule:
-        from rlmodules.compat import construct
-
         missing = [name for name in ("module_class", "observation_space", "action_space")
                    if getattr(self, name) is None]
         if missing:
@@ -257,9 +245,10 @@ class RLModuleSpec:
                 f"RLModuleSpec.build(): {', '.join(missing)} not set. Pass them to the spec, "
                 "or hand the spec to an algorithm config, which fills them from the env and "
                 "its default module.")
-        return construct(self.module_class, observation_space=self.observation_space,
-                         action_space=self.action_space, inference_only=self.inference_only,
-                         model_config=self.model_config, catalog_class=self.catalog_class)
+        return self.module_class(
+            observation_space=self.observation_space, action_space=self.action_space,
+            inference_only=self.inference_only, model_config=self.model_config,
+            catalog_class=self.catalog_class)
 
     def update(self, other: "RLModuleSpec", override: bool = True) -> None:
         """Take ``other``'s set fields; with ``override=False`` only where ours are None."""

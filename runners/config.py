@@ -1,13 +1,57 @@
-"""EnvRunnerConfig: everything the acting side needs, produced by AlgorithmConfig."""
+"""Settings, each declared once in a section dataclass, and the EnvRunnerConfig made of the
+sections the env runners read. AlgorithmConfig derives its builder methods from sections."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import copy
+import math
+from dataclasses import Field, dataclass, field, fields
+from numbers import Real
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 
 from rlmodules import MultiRLModuleSpec, RLModuleSpec
+
+Check = tuple[Callable[[Any], bool], str]  # A test of a value and what it asks for.
+
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def int_at_least(low: int) -> Check:
+    return (lambda v: is_int(v) and v >= low), f"an int >= {low}"
+
+
+def optional(check: Check) -> Check:
+    return (lambda v: v is None or check[0](v)), f"None or {check[1]}"
+
+
+POSITIVE: Check = (lambda v: is_number(v) and v > 0, "a number > 0")
+NON_NEGATIVE: Check = (lambda v: is_number(v) and v >= 0, "a number >= 0")
+UNIT: Check = (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+BOOL: Check = (lambda v: isinstance(v, bool), "a bool")
+
+
+def setting(default: Any, check: Check = (lambda v: True, ""), doc: str = "",
+            convert: Callable[[Any], Any] | None = None) -> Any:
+    """One setting's declaration (its type is the annotation); each config gets its own copy
+    of ``default``; ``convert`` normalizes a value that passed ``check``."""
+    return field(default_factory=lambda: copy.deepcopy(default),
+                 metadata={"check": check, "doc": doc, "convert": convert})
+
+
+def check_setting(owner: str, declared: Field, value: Any) -> None:
+    """Raise a ValueError naming ``owner``, the key and what the value must be."""
+    predicate, must_be = declared.metadata["check"]
+    if not predicate(value):
+        raise ValueError(f"{owner}: {declared.name}={value!r} is invalid; it must be {must_be}.")
 
 
 def default_policy_mapping_fn(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
@@ -17,35 +61,74 @@ def default_policy_mapping_fn(agent_id: Any, episode: Any = None, **kwargs: Any)
 
 
 @dataclass
-class EnvRunnerConfig:
-    # What to act in: an env id string, a name registered with runners.register_env,
-    # a gym.Env / runners.MultiAgentEnv subclass, or a callable env_config -> env.
-    env: str | type | Callable[[dict], gym.Env] | None = None
-    env_config: dict = None
+class EnvironmentSettings:
+    """What to act in."""
+
+    env: str | type | Callable[[dict], gym.Env] | None = setting(
+        None, doc="a gymnasium id, a name registered with runners.register_env, a gym.Env / "
+        "runners.MultiAgentEnv subclass, or a callable env_config -> env")
+    env_config: dict = setting({}, (lambda v: isinstance(v, Mapping), "a dict"),
+                               "passed to the env's creator or constructor")
+
+
+@dataclass
+class EnvRunnersSettings:
+    """How many runners act (0 = one in this process), each with how many envs."""
+
+    num_env_runners: int = setting(0, int_at_least(0), "Ray actors; 0: one in this process")
+    num_envs_per_env_runner: int = setting(1, int_at_least(1), "vectorized envs per runner")
+    num_cpus_per_env_runner: float = setting(1.0, POSITIVE, "CPUs Ray reserves per runner")
+    env_to_module_connector: Callable[[gym.Env], Any] | None = setting(
+        None, (lambda v: v is None or callable(v), "None or a callable env -> connector"),
+        "e.g. lambda env: FlattenObservations()")
+    rollout_fragment_length: int | str = setting(
+        "auto", (lambda v: v == "auto" or (is_int(v) and v >= 1), "'auto' or an int >= 1"),
+        "vector steps per env per sample(); 'auto': one sample() of all runners fills a batch")
+    env_runner_start_timeout_s: float = setting(
+        120.0, POSITIVE, "how long EnvRunnerGroup waits for Ray to place and build a runner")
+    num_torch_threads: int = setting(1, int_at_least(1), "torch threads per remote runner")
+
+
+@dataclass
+class PolicyMappingSettings:
+    """Which module each agent acts with (the runners' part of multi_agent())."""
+
+    policy_mapping_fn: Callable[..., str] = setting(
+        default_policy_mapping_fn, (callable, "a callable (agent_id, episode, **kwargs) -> ID"),
+        "episode has id_ and env_index (is None while module specs are completed)")
+
+
+@dataclass
+class FaultToleranceSettings:
+    """Whether a crashed env runner is recreated (and how often at most)."""
+
+    restart_failed_env_runners: bool = setting(True, BOOL)
+    max_num_env_runner_restarts: int = setting(1000, int_at_least(0))
+
+
+@dataclass
+class DebuggingSettings:
+    """Reproducibility."""
+
+    seed: int | None = setting(None, optional((is_int, "an int")),
+                               "makes sampling and network initialization reproducible")
+
+
+@dataclass
+class EnvRunnerConfig(DebuggingSettings, FaultToleranceSettings, PolicyMappingSettings,
+                      EnvRunnersSettings, EnvironmentSettings):  # Fields: env first.
+    """The settings of the runners' sections, plus the module spec they act with."""
+
     # The module to act with; missing spaces are filled from the (connector-processed) env.
     rl_module_spec: RLModuleSpec | MultiRLModuleSpec | None = None
-    # Multi-agent routing: agent id -> module id, called as fn(agent_id, episode) where
-    # episode has `id_` (the episode id) and `env_index`; None while specs are completed.
-    policy_mapping_fn: Callable[..., str] = default_policy_mapping_fn
     # Module ids to build when rl_module_spec is a MultiRLModuleSpec holding one shared
     # RLModuleSpec; None: the ids policy_mapping_fn maps the env's agents to.
     module_ids: list[str] | None = None
-    # env -> connector (e.g. lambda env: FlattenObservations()), or None.
-    env_to_module_connector: Callable[[gym.Env], Any] | None = None
-    num_env_runners: int = 0
-    num_envs_per_env_runner: int = 1
-    num_cpus_per_env_runner: float = 1
-    # Timesteps per env per sample() call of a runner (vector steps).
-    rollout_fragment_length: int = 200
-    restart_failed_env_runners: bool = True
-    max_num_env_runner_restarts: int = 1000
-    # How long EnvRunnerGroup waits for its Ray actors to be scheduled and built (at the start;
-    # after a restart it then goes on without the runner until Ray has placed it).
-    env_runner_start_timeout_s: float = 120.0
-    seed: int | None = None
-    # Torch intra-op threads in each remote runner process.
-    num_torch_threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.env_config is None:
-            self.env_config = {}
+        for declared in fields(self):
+            if declared.metadata:
+                check_setting("EnvRunnerConfig", declared, getattr(self, declared.name))
+        if self.rollout_fragment_length == "auto":
+            raise ValueError("EnvRunnerConfig: rollout_fragment_length='auto' needs a train batch "
+                             "size; pass an int or use AlgorithmConfig.env_runner_config().")

@@ -26,6 +26,11 @@ def register_env(name: str, creator: EnvCreator) -> None:
     _CREATORS[name] = creator
 
 
+def registered_creators() -> list[EnvCreator]:
+    """Every creator given to ``register_env`` (what an algorithm checkpoint may name)."""
+    return list(_CREATORS.values())
+
+
 def env_creator(env: Any) -> EnvCreator:
     """A picklable ``env_config -> env`` function for any form ``EnvRunnerConfig.env`` takes.
 
@@ -67,6 +72,23 @@ def is_multi_agent(env: Any, env_config: dict | None = None) -> bool:
         return isinstance(probe, MultiAgentEnv)
     finally:
         probe.close()
+
+
+def reset_env(env: Any, name: str, seed: int | None = None) -> Any:
+    """``env.reset(seed=seed)``'s first observation; a reset that raises is an EnvError."""
+    try:
+        return env.reset(seed=seed)[0]
+    except Exception as err:
+        raise EnvError(f"{name} raised in reset(): {err!r}") from err
+
+
+def rebuild_env(env: Any, make: Callable[[], Any]) -> Any:
+    """A fresh env from ``make()`` in place of ``env``, which raised (closed best effort)."""
+    try:
+        env.close()
+    except Exception:  # The env is broken already.
+        pass
+    return make()
 
 
 def _make_gymnasium_env(spec: gym.envs.registration.EnvSpec, env_config: dict) -> gym.Env:

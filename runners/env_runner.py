@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -16,14 +15,16 @@ import numpy as np
 import torch
 
 from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModule
+from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
 from runners.connectors import batch_observations, make_connector
 from runners.env_registry import EnvError, env_creator
-from runners.fragment import Fragment, concat_fragments
+from runners.fragment import Episode, EpisodePiece, Fragment, concat_fragments
 from runners.metrics import RunnerMetrics
 from runners.module_spec import fill_module_spec
 from runners.vector_env import EnvVector
+from runners.weights import verify_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,22 @@ class EnvRunner:
     def _start_new_episodes(self) -> None:
         raise NotImplementedError
 
+    def _drop_failed_episode(self, env_index: int, err: Exception) -> None:
+        """Env ``env_index`` raised in step() and was rebuilt: its unfinished episode is not
+        returned (the caller starts a new one)."""
+        logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
+                       "env rebuilt: %r", self.worker_index, env_index, err)
+        self.metrics.add_env_error()
+
     # ---- weights, metrics, state ------------------------------------------------------------
 
-    def set_weights(self, weights: dict[str, dict[str, Any]],
-                    weights_seq_no: int | None = None) -> int:
-        """Load ``{module_id: {param: array}}``; returns the weights version now in use."""
+    def set_weights(self, weights: dict[str, dict[str, Any]], weights_seq_no: int | None = None,
+                    digest: dict[str, str] | None = None) -> int:
+        """Load ``{module_id: {param: array}}`` and check it against ``digest`` (from
+        ``runners.weights.weights_digest``); returns the weights version now in use."""
         self.module.set_state(weights)
+        if digest is not None:
+            verify_loaded(self.module, weights, digest, f"EnvRunner {self.worker_index}")
         self.weights_seq_no = self.weights_seq_no + 1 if weights_seq_no is None else weights_seq_no
         return self.weights_seq_no
 
@@ -166,10 +177,7 @@ class SingleAgentEnvRunner(EnvRunner):
                        for k, v in self._initial_state.items()}
         self.env.action_space.seed(self.seed)  # For random_actions.
         self._obs = np.array(self._to_module(self.env.reset(seed=self.seed)), self._obs_dtype)
-        self._episode_ids = [uuid.uuid4().hex for _ in range(self.num_envs)]
-        # Return and length of each env's episode before the current sample() call.
-        self._returns = [0.0] * self.num_envs
-        self._lengths = [0] * self.num_envs
+        self._episodes = [Episode(i) for i in range(self.num_envs)]
 
     def _collect(self, num_steps: int, explore: bool,
                  random_actions: bool) -> tuple[list[Fragment], list[str]]:
@@ -184,8 +192,7 @@ class SingleAgentEnvRunner(EnvRunner):
             buf[Columns.STATE_IN] = {k: np.empty((T, *v.shape), v.numpy().dtype)
                                      for k, v in self._state.items()}
         module_cols: dict[str, np.ndarray] | None = None  # Allocated after the first forward.
-        starts = [0] * N  # Where each env's current episode piece began in the buffers.
-        pieces: list[tuple] = []  # (env, start, stop, last_obs, terminated, truncated, episode)
+        pieces: list[EpisodePiece] = []
         ended: list[str] = []
         forward, to_env, step_envs = self._forward_fn(explore), self._sampler.to_env, self.env.step
         for t in range(T):
@@ -205,32 +212,44 @@ class SingleAgentEnvRunner(EnvRunner):
             next_obs, final_obs, errors = step_envs(to_env(step_cols[Columns.ACTIONS]),
                                                     rewards[t], terminateds[t], truncateds[t])
             obs[t + 1] = self._to_module(next_obs)
-            for i, err in errors:
-                self._drop_failed_episode(i, err)
-                starts[i] = t + 1
-            for i, raw in final_obs.items():
-                pieces.append((i, starts[i], t + 1, self._to_module_one(raw),
-                               bool(terminateds[t, i]), bool(truncateds[t, i]),
-                               self._episode_ids[i]))
-                ended.append(self._episode_ids[i])
-                self.metrics.add_episode(self._returns[i] + rewards[starts[i]:t + 1, i].sum(),
-                                         self._lengths[i] + t + 1 - starts[i])
-                starts[i] = t + 1
-                self._start_episode(i)
+            if final_obs or errors:
+                self._end_episodes(t, final_obs, errors, buf, pieces, ended)
         self.metrics.add_steps(T * N)
         if explore:
             self._sampler.add_logp(module_cols, (T, N))
         buf.update(module_cols)
         self._obs = obs[T].copy()
-        for i in range(N):
-            if starts[i] < T:  # The episode goes on in the next call.
-                pieces.append((i, starts[i], T, obs[T, i], False, False, self._episode_ids[i]))
-                self._returns[i] += rewards[starts[i]:, i].sum()
-                self._lengths[i] += T - starts[i]
-        return [Fragment(module_id=DEFAULT_MODULE_ID, agent_id=None, episode_id=episode_id,
-                         columns=_piece(buf, i, start, stop), last_obs=last_obs,
-                         terminated=term, truncated=trunc)
-                for i, start, stop, last_obs, term, trunc, episode_id in pieces], ended
+        for episode in self._episodes:
+            if episode.start < T:  # The episode goes on in the next call.
+                pieces.append(self._end_piece(episode, T, rewards, obs[T, episode.env_index]))
+            episode.start = 0
+        return [p.to_fragment(DEFAULT_MODULE_ID,
+                              map_tree(lambda v: v[p.start:p.stop, p.env_index], buf))
+                for p in pieces], ended
+
+    def _end_episodes(self, t: int, final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
+                      buf: dict[str, Any], pieces: list[EpisodePiece], ended: list[str]) -> None:
+        """Close the episodes step ``t`` ended or lost to an env error; new ones start at t+1."""
+        for i, err in errors:
+            self._drop_failed_episode(i, err)
+            self._start_episode(i, start=t + 1)
+        for i, raw in final_obs.items():
+            episode = self._episodes[i]
+            last_obs = np.array(self._to_module([raw])[0], self._obs_dtype)
+            pieces.append(self._end_piece(episode, t + 1, buf[Columns.REWARDS], last_obs,
+                                          bool(buf[Columns.TERMINATEDS][t, i]),
+                                          bool(buf[Columns.TRUNCATEDS][t, i])))
+            ended.append(episode.id_)
+            self.metrics.add_episode(episode.get_return(), len(episode))
+            self._start_episode(i, start=t + 1)
+
+    @staticmethod
+    def _end_piece(episode: Episode, stop: int, rewards: np.ndarray, last_obs: np.ndarray,
+                   terminated: bool = False, truncated: bool = False) -> EpisodePiece:
+        """The episode's rows up to ``stop`` in this call, their steps added to the episode."""
+        episode.add_steps(stop - episode.start,
+                          rewards[episode.start:stop, episode.env_index].sum())
+        return episode.piece(stop, last_obs, terminated, truncated)
 
     def _forward_fn(self, explore: bool) -> Callable[[dict], dict]:
         """The sub-module's forward_exploration/forward_inference, batch -> output."""
@@ -259,22 +278,11 @@ class SingleAgentEnvRunner(EnvRunner):
             return self.connector(batch_observations(self._raw_space, raw_obs), self._raw_space)
         return raw_obs
 
-    def _to_module_one(self, raw: Any) -> np.ndarray:
-        return np.array(self._to_module([raw])[0], dtype=self._obs_dtype)
-
-    def _start_episode(self, i: int) -> None:
-        self._episode_ids[i] = uuid.uuid4().hex
-        self._returns[i] = 0.0
-        self._lengths[i] = 0
+    def _start_episode(self, i: int, start: int = 0) -> None:
+        """A new episode in env ``i`` from buffer row ``start`` on, with the initial state."""
+        self._episodes[i] = Episode(i, start=start)
         for key, value in self._state.items():
             value[i] = torch.as_tensor(self._initial_state[key])
-
-    def _drop_failed_episode(self, i: int, err: Exception) -> None:
-        """Env ``i`` raised in step() and was rebuilt; its unfinished episode is not returned."""
-        logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
-                       "env rebuilt: %r", self.worker_index, i, err)
-        self.metrics.add_env_error()
-        self._start_episode(i)
 
     def _start_new_episodes(self) -> None:
         self._obs = np.array(self._to_module(self.env.reset()), self._obs_dtype)
@@ -306,8 +314,3 @@ def stateful_output(out: dict[str, Any], module: Any) -> dict[str, torch.Tensor]
             f"forward pass returned no '{Columns.STATE_OUT}' dict (got keys {sorted(out)}); "
             f"return the next state as {{{Columns.STATE_OUT}: {{key: [B, ...] tensor}}}}.")
     return state
-
-
-def _piece(buf: dict[str, Any], i: int, start: int, stop: int) -> dict[str, Any]:
-    return {k: _piece(v, i, start, stop) if isinstance(v, dict) else v[start:stop, i]
-            for k, v in buf.items()}

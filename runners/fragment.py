@@ -1,11 +1,15 @@
-"""Fragment: what env runners hand to learners, one contiguous piece of one trajectory."""
+"""What env runners track and hand over: the open ``Episode`` of each env, the pieces of it
+a sample() call cut (``EpisodePiece``), and those pieces as ``Fragment``s for learners."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Hashable
 
 import numpy as np
+
+from rlmodules.tree import map_tree
 
 
 @dataclass
@@ -40,16 +44,58 @@ class Fragment:
         return self.terminated or self.truncated
 
 
+@dataclass(eq=False)
+class Episode:
+    """The open episode of env ``env_index``; what ``policy_mapping_fn(agent_id, episode)``
+    gets. Return and length count the steps already accounted with ``add_steps``."""
+
+    env_index: int
+    id_: str = field(default_factory=lambda: uuid.uuid4().hex)
+    start: int = 0  # Buffer row where the episode's piece in the current sample() call begins.
+    episode_return: float = 0.0
+    length: int = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def get_return(self) -> float:
+        return self.episode_return
+
+    def add_steps(self, num_steps: int, reward: float) -> None:
+        self.length += num_steps
+        self.episode_return += float(reward)
+
+    def piece(self, stop: int, last_obs: np.ndarray, terminated: bool = False,
+              truncated: bool = False, agent_id: Hashable | None = None) -> EpisodePiece:
+        """Buffer rows ``start..stop-1`` of this episode (of ``agent_id``'s buffer if set)."""
+        return EpisodePiece(self.id_, self.env_index, agent_id, self.start, stop, last_obs,
+                            terminated, truncated)
+
+
+@dataclass
+class EpisodePiece:
+    """Where one piece of an episode lies in a runner's buffers, and how it ends; a Fragment
+    once the sample() call has filled every column."""
+
+    episode_id: str
+    env_index: int
+    agent_id: Hashable | None
+    start: int
+    stop: int
+    last_obs: np.ndarray
+    terminated: bool
+    truncated: bool
+
+    def to_fragment(self, module_id: str, columns: dict[str, Any]) -> Fragment:
+        return Fragment(module_id=module_id, agent_id=self.agent_id, episode_id=self.episode_id,
+                        columns=columns, last_obs=self.last_obs, terminated=self.terminated,
+                        truncated=self.truncated)
+
+
 def concat_fragments(pieces: list[Fragment]) -> Fragment:
     """Consecutive pieces of one agent's trajectory as one fragment (ends as the last piece)."""
     first, last = pieces[0], pieces[-1]
+    columns = map_tree(lambda *parts: np.concatenate(parts), *(p.columns for p in pieces))
     return Fragment(module_id=first.module_id, agent_id=first.agent_id,
-                    episode_id=first.episode_id,
-                    columns=_concat([p.columns for p in pieces]), last_obs=last.last_obs,
+                    episode_id=first.episode_id, columns=columns, last_obs=last.last_obs,
                     terminated=last.terminated, truncated=last.truncated)
-
-
-def _concat(columns: list[Any]) -> Any:
-    if isinstance(columns[0], dict):
-        return {k: _concat([c[k] for c in columns]) for k in columns[0]}
-    return np.concatenate(columns)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
@@ -11,25 +9,16 @@ import numpy as np
 import torch
 
 from rlmodules import Columns
+from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
 from runners.connectors import batch_observations, make_connector
-from runners.env_registry import EnvError
+from runners.env_registry import rebuild_env, reset_env
 from runners.env_runner import EnvRunner, observation_layout, stateful_output
-from runners.fragment import Fragment
+from runners.fragment import Episode, EpisodePiece, Fragment
 from runners.multi_agent_env import MultiAgentEnv
 
-logger = logging.getLogger(__name__)
-
 _INITIAL_ROWS = 64  # A track's buffers start this long and double when full.
-
-
-@dataclass(frozen=True)
-class EpisodeRef:
-    """What ``policy_mapping_fn(agent_id, episode)`` gets as ``episode``."""
-
-    id_: str
-    env_index: int
 
 
 class _Track:
@@ -46,45 +35,42 @@ class _Track:
     def add_row(self, batch: dict[str, Any], j: int) -> None:
         """Append row ``j`` of the batched ``batch`` columns."""
         if self.buf is None:
-            self.buf = _allocate(batch, _INITIAL_ROWS)
+            self.buf = map_tree(lambda v: np.empty((_INITIAL_ROWS, *v.shape[1:]), v.dtype), batch)
             self.buf[Columns.REWARDS] = np.zeros(_INITIAL_ROWS, np.float32)
         elif self.rows == len(self.buf[Columns.REWARDS]):
-            self.buf = _doubled(self.buf)
+            self.buf = map_tree(lambda v: np.concatenate([v, np.zeros_like(v)]), self.buf)
         if batch.keys() - {Columns.REWARDS} != self.buf.keys() - {Columns.REWARDS}:
             raise ValueError(
                 f"Module '{self.module_id}' returned {sorted(batch)} now but "
                 f"{sorted(self.buf)} before; return the same keys on every step.")
-        _write_row(self.buf, batch, j, self.rows)
+        def write(column: np.ndarray, buf: np.ndarray) -> None:
+            buf[self.rows] = column[j]
+
+        map_tree(write, batch, self.buf)
         self.rows += 1
         self.waiting = True
 
-    def fragment(self, agent_id: Hashable, episode_id: str, stop: int, last_obs: np.ndarray,
-                 terminated: bool = False, truncated: bool = False) -> Fragment:
-        columns = _rows(self.buf, 0, stop)
+    def fragment(self, piece: EpisodePiece) -> Fragment:
+        columns = map_tree(lambda v: v[piece.start:piece.stop], self.buf)
+        num_rows = piece.stop - piece.start
         if self.explore:
-            self.sampler.add_logp(columns, (stop,))
-        columns[Columns.TERMINATEDS] = np.zeros(stop, bool)
-        columns[Columns.TRUNCATEDS] = np.zeros(stop, bool)
-        columns[Columns.TERMINATEDS][-1] = terminated
-        columns[Columns.TRUNCATEDS][-1] = truncated
-        return Fragment(module_id=self.module_id, agent_id=agent_id, episode_id=episode_id,
-                        columns=columns, last_obs=last_obs, terminated=terminated,
-                        truncated=truncated)
+            self.sampler.add_logp(columns, (num_rows,))
+        last = np.arange(num_rows) == num_rows - 1
+        columns[Columns.TERMINATEDS] = last & piece.terminated
+        columns[Columns.TRUNCATEDS] = last & piece.truncated
+        return piece.to_fragment(self.module_id, columns)
 
 
-@dataclass
-class _Slot:
-    """One env copy and its current episode."""
+@dataclass(eq=False)
+class MultiAgentEpisode(Episode):
+    """An open episode of a MultiAgentEnv: per agent, its module, open track and state. Its
+    return sums all agents' rewards; its length counts env steps."""
 
-    env: MultiAgentEnv
-    episode: EpisodeRef
     obs: dict = field(default_factory=dict)  # Module-side obs of the agents that act next.
     last_obs: dict = field(default_factory=dict)  # Latest module-side obs of every agent.
-    modules: dict = field(default_factory=dict)  # agent id -> module id, for this episode.
+    agent_to_module: dict = field(default_factory=dict)  # Module ids, mapped at first action.
     tracks: dict = field(default_factory=dict)  # agent id -> _Track.
     states: dict = field(default_factory=dict)  # agent id -> {key: tensor} (stateful modules).
-    episode_return: float = 0.0
-    length: int = 0
 
 
 class MultiAgentEnvRunner(EnvRunner):
@@ -97,27 +83,21 @@ class MultiAgentEnvRunner(EnvRunner):
 
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         super().__init__(config, worker_index)
-        envs = [self._new_env() for _ in range(self.num_envs)]
-        self.connector = make_connector(config, envs[0])
+        self.env: list[MultiAgentEnv] = [self._new_env() for _ in range(self.num_envs)]
+        self.connector = make_connector(config, self.env[0])
         self._obs_dtypes = {  # agent id -> buffer dtype; also rejects spaces it cannot batch.
             aid: observation_layout(self._module_observation_space(
-                envs[0].get_observation_space(aid)), env_name=config.env)[1]
-            for aid in envs[0].possible_agents}
-        self.module = self._build_module(envs[0])
+                self.env[0].get_observation_space(aid)), env_name=config.env)[1]
+            for aid in self.env[0].possible_agents}
+        self.module = self._build_module(self.env[0])
         self._samplers = {mid: ActionSampler(m, mid, m.action_space)
                           for mid, m in self.module.items()}
         self._initial_states = {mid: m.get_initial_state() for mid, m in self.module.items()}
-        self._slots = [_Slot(env, EpisodeRef(uuid.uuid4().hex, i)) for i, env in enumerate(envs)]
-        for i, slot in enumerate(self._slots):
-            self._reset(slot, seed=None if self.seed is None else self.seed + i)
+        self._episodes = [self._new_episode(e, None if self.seed is None else self.seed + e)
+                          for e in range(self.num_envs)]
         for i, sampler in enumerate(self._samplers.values()):  # For random_actions.
             sampler.action_space.seed(None if self.seed is None else self.seed + i)
         self._mode = (True, False)  # (explore, random_actions) of the last sample() call.
-
-    @property
-    def env(self) -> list[MultiAgentEnv]:
-        """The env copies."""
-        return [slot.env for slot in self._slots]
 
     def _new_env(self) -> MultiAgentEnv:
         env = self._make_env(dict(self.config.env_config))
@@ -134,32 +114,33 @@ class MultiAgentEnvRunner(EnvRunner):
         fragments: list[Fragment] = []
         ended: list[str] = []
         if (explore, random_actions) != self._mode:  # Carried rows hold the other mode's columns.
-            for slot in self._slots:
-                slot.tracks.clear()
+            for episode in self._episodes:
+                episode.tracks.clear()
             self._mode = (explore, random_actions)
         for _ in range(num_steps):
             actions = self._act(explore, random_actions)
-            for slot, slot_actions in zip(self._slots, actions):
-                self._step(slot, slot_actions, fragments, ended)
+            for e, env_actions in enumerate(actions):
+                self._step(e, env_actions, fragments, ended)
         self.metrics.add_steps(num_steps * self.num_envs)
-        for slot in self._slots:
-            self._cut(slot, fragments)
+        for episode in self._episodes:
+            self._cut(episode, fragments)
         return fragments, ended
 
     def _act(self, explore: bool, random_actions: bool) -> list[dict]:
         """Every acting agent's action (one dict per env), one forward pass per module; each
         agent's row goes to its track."""
-        groups: dict[str, list[tuple[int, Hashable]]] = {}
-        for e, slot in enumerate(self._slots):
-            for agent_id in slot.obs:
-                groups.setdefault(self._module_of(slot, agent_id), []).append((e, agent_id))
+        groups: dict[str, list[tuple[MultiAgentEpisode, Hashable]]] = {}
+        for episode in self._episodes:
+            for agent_id in episode.obs:
+                groups.setdefault(self._module_of(episode, agent_id), []).append(
+                    (episode, agent_id))
         batch = {mid: self._batch(mid, members, random_actions)
                  for mid, members in groups.items()}
         if not random_actions:
             forward = self.module.forward_exploration if explore else \
                 self.module.forward_inference
             outputs = forward({mid: dict(b) for mid, b in batch.items()})
-        actions: list[dict] = [{} for _ in self._slots]
+        actions: list[dict] = [{} for _ in self._episodes]
         for mid, members in groups.items():
             sampler = self._samplers[mid]
             if random_actions:
@@ -167,160 +148,117 @@ class MultiAgentEnvRunner(EnvRunner):
                                                    for _ in members])}
             else:
                 cols = sampler.columns(outputs[mid], explore, len(members))
-            cols = {**_to_numpy(batch[mid]), **cols}
+            cols = {**map_tree(lambda v: v.numpy(), batch[mid]), **cols}
             next_states = None
             if Columns.STATE_IN in cols:
                 cols[Columns.OBS] = cols[Columns.OBS][:, 0]
                 next_states = stateful_output(outputs[mid], sampler.module)
             env_actions = sampler.to_env(cols[Columns.ACTIONS])
-            for j, (e, agent_id) in enumerate(members):
-                slot = self._slots[e]
+            for j, (episode, agent_id) in enumerate(members):
                 if next_states is not None:
-                    slot.states[agent_id] = {k: v[j] for k, v in next_states.items()}
-                track = slot.tracks.get(agent_id)
+                    episode.states[agent_id] = {k: v[j] for k, v in next_states.items()}
+                track = episode.tracks.get(agent_id)
                 if track is None:
-                    track = slot.tracks[agent_id] = _Track(mid, sampler, explore)
+                    track = episode.tracks[agent_id] = _Track(mid, sampler, explore)
                 track.add_row(cols, j)
-                actions[e][agent_id] = env_actions[j]
+                actions[episode.env_index][agent_id] = env_actions[j]
         return actions
 
-    def _batch(self, module_id: str, members: list[tuple[int, Hashable]],
+    def _batch(self, module_id: str, members: list[tuple[MultiAgentEpisode, Hashable]],
                random_actions: bool) -> dict[str, Any]:
         """The forward-pass input of one module: its acting agents' obs (and states)."""
-        obs = torch.from_numpy(np.stack([self._slots[e].obs[aid] for e, aid in members]))
+        obs = torch.from_numpy(np.stack([episode.obs[aid] for episode, aid in members]))
         if random_actions or not self._initial_states[module_id]:
             return {Columns.OBS: obs}
-        state = {k: torch.stack([self._slots[e].states[aid][k] for e, aid in members])
+        state = {k: torch.stack([episode.states[aid][k] for episode, aid in members])
                  for k in self._initial_states[module_id]}
         return {Columns.OBS: obs.unsqueeze(1), Columns.STATE_IN: state}
 
-    def _step(self, slot: _Slot, actions: dict, fragments: list[Fragment],
-              ended: list[str]) -> None:
+    def _step(self, e: int, actions: dict, fragments: list[Fragment], ended: list[str]) -> None:
+        episode = self._episodes[e]
         try:
-            obs, rewards, terminateds, truncateds, _ = slot.env.step(actions)
+            obs, rewards, terminateds, truncateds, _ = self.env[e].step(actions)
         except Exception as err:
-            self._drop_failed_episode(slot, err)
+            self._drop_failed_episode(e, err)
+            self.env[e] = rebuild_env(self.env[e], self._new_env)
+            self._episodes[e] = self._new_episode(e)
             return
-        slot.length += 1
-        slot.episode_return += float(sum(rewards.values()))
+        episode.add_steps(1, sum(rewards.values()))
         for agent_id, reward in rewards.items():
-            track = slot.tracks.get(agent_id)
+            track = episode.tracks.get(agent_id)
             if track is not None and track.rows:
                 track.buf[Columns.REWARDS][track.rows - 1] += reward
         all_terminated = bool(terminateds.get("__all__", False))
         episode_done = all_terminated or bool(truncateds.get("__all__", False))
-        slot.obs = {}
+        episode.obs = {}
         for agent_id, raw in obs.items():
-            slot.last_obs[agent_id] = self._to_module(slot, agent_id, raw)
+            episode.last_obs[agent_id] = self._to_module(self.env[e], agent_id, raw)
             if not (terminateds.get(agent_id) or truncateds.get(agent_id) or episode_done):
-                slot.obs[agent_id] = slot.last_obs[agent_id]
-            if agent_id in slot.tracks:
-                slot.tracks[agent_id].waiting = False
-        for agent_id in list(slot.tracks):
+                episode.obs[agent_id] = episode.last_obs[agent_id]
+            if agent_id in episode.tracks:
+                episode.tracks[agent_id].waiting = False
+        for agent_id in list(episode.tracks):
             term = bool(terminateds.get(agent_id, all_terminated))
             trunc = bool(truncateds.get(agent_id, episode_done and not term))
             if term or trunc:
-                track = slot.tracks.pop(agent_id)
-                fragments.append(track.fragment(agent_id, slot.episode.id_, track.rows,
-                                                slot.last_obs[agent_id], term, trunc))
+                track = episode.tracks.pop(agent_id)
+                fragments.append(track.fragment(episode.piece(
+                    track.rows, episode.last_obs[agent_id], term, trunc, agent_id)))
         if episode_done:
-            ended.append(slot.episode.id_)
-            self.metrics.add_episode(slot.episode_return, slot.length)
-            self._reset(slot)
+            ended.append(episode.id_)
+            self.metrics.add_episode(episode.get_return(), len(episode))
+            self._episodes[e] = self._new_episode(e)
 
-    def _cut(self, slot: _Slot, fragments: list[Fragment]) -> None:
+    def _cut(self, episode: MultiAgentEpisode, fragments: list[Fragment]) -> None:
         """End of a sample() call: every open track up to its last row with a known next
         observation; a row still waiting for one moves into a fresh track for the next call."""
-        for agent_id, track in list(slot.tracks.items()):
+        for agent_id, track in list(episode.tracks.items()):
             carry = 1 if track.waiting else 0
             if track.rows > carry:
                 last_obs = track.buf[Columns.OBS][track.rows - 1] if carry else \
-                    slot.last_obs[agent_id]
-                fragments.append(track.fragment(agent_id, slot.episode.id_,
-                                                track.rows - carry, last_obs))
-            del slot.tracks[agent_id]
+                    episode.last_obs[agent_id]
+                fragments.append(track.fragment(episode.piece(track.rows - carry, last_obs,
+                                                              agent_id=agent_id)))
+            del episode.tracks[agent_id]
             if carry:
-                fresh = slot.tracks[agent_id] = _Track(track.module_id, track.sampler,
-                                                       track.explore)
-                fresh.add_row(_rows(track.buf, track.rows - 1, track.rows), 0)
+                fresh = episode.tracks[agent_id] = _Track(track.module_id, track.sampler,
+                                                          track.explore)
+                fresh.add_row(map_tree(lambda v: v[track.rows - 1:track.rows], track.buf), 0)
 
     # ---- episodes, envs, observations -------------------------------------------------------
 
-    def _module_of(self, slot: _Slot, agent_id: Hashable) -> str:
-        module_id = slot.modules.get(agent_id)
+    def _module_of(self, episode: MultiAgentEpisode, agent_id: Hashable) -> str:
+        module_id = episode.agent_to_module.get(agent_id)
         if module_id is None:
-            module_id = slot.modules[agent_id] = self.config.policy_mapping_fn(agent_id,
-                                                                               slot.episode)
+            module_id = self.config.policy_mapping_fn(agent_id, episode)
+            episode.agent_to_module[agent_id] = module_id
             if module_id not in self.module:
                 raise KeyError(f"policy_mapping_fn mapped agent {agent_id!r} to module "
                                f"'{module_id}', which the runner's MultiRLModule does not hold "
                                f"(it holds {list(self.module.keys())}).")
-            if agent_id not in slot.states and self._initial_states[module_id]:
-                slot.states[agent_id] = {k: torch.as_tensor(v) for k, v in
-                                         self._initial_states[module_id].items()}
+            if agent_id not in episode.states and self._initial_states[module_id]:
+                episode.states[agent_id] = {k: torch.as_tensor(v) for k, v in
+                                            self._initial_states[module_id].items()}
         return module_id
 
-    def _to_module(self, slot: _Slot, agent_id: Hashable, raw: Any) -> np.ndarray:
+    def _to_module(self, env: MultiAgentEnv, agent_id: Hashable, raw: Any) -> np.ndarray:
         if self.connector:
-            space = slot.env.get_observation_space(agent_id)
+            space = env.get_observation_space(agent_id)
             return self.connector(batch_observations(space, [raw]), space)[0]
         return np.asarray(raw, dtype=self._obs_dtypes[agent_id])
 
-    def _reset(self, slot: _Slot, seed: int | None = None) -> None:
-        """Start a new episode in ``slot`` (its open tracks are dropped)."""
-        try:
-            raw_obs, _ = slot.env.reset(seed=seed)
-        except Exception as err:
-            raise EnvError(f"EnvRunner {self.worker_index}: env {slot.episode.env_index} raised "
-                           f"in reset(): {err!r}") from err
-        slot.episode = EpisodeRef(uuid.uuid4().hex, slot.episode.env_index)
-        slot.modules, slot.tracks, slot.states = {}, {}, {}
-        slot.episode_return, slot.length = 0.0, 0
-        slot.last_obs = {aid: self._to_module(slot, aid, raw) for aid, raw in raw_obs.items()}
-        slot.obs = dict(slot.last_obs)
-
-    def _drop_failed_episode(self, slot: _Slot, err: Exception) -> None:
-        logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
-                       "env rebuilt: %r", self.worker_index, slot.episode.env_index, err)
-        self.metrics.add_env_error()
-        try:
-            slot.env.close()
-        except Exception:  # The env is broken already; closing is best effort.
-            pass
-        slot.env = self._new_env()
-        self._reset(slot)
+    def _new_episode(self, e: int, seed: int | None = None) -> MultiAgentEpisode:
+        """Reset env ``e``: its new episode (the old one's open tracks are dropped)."""
+        env = self.env[e]
+        raw_obs = reset_env(env, f"EnvRunner {self.worker_index}: env {e}", seed)
+        episode = MultiAgentEpisode(e)
+        episode.last_obs = {aid: self._to_module(env, aid, raw) for aid, raw in raw_obs.items()}
+        episode.obs = dict(episode.last_obs)
+        return episode
 
     def _start_new_episodes(self) -> None:
-        for slot in self._slots:
-            self._reset(slot)
+        self._episodes = [self._new_episode(e) for e in range(self.num_envs)]
 
     def stop(self) -> None:
-        for slot in self._slots:
-            slot.env.close()
-
-
-def _to_numpy(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: _to_numpy(v) if isinstance(v, dict) else v.numpy() for k, v in batch.items()}
-
-
-def _allocate(batch: dict[str, Any], rows: int) -> dict[str, Any]:
-    return {k: _allocate(v, rows) if isinstance(v, dict) else
-            np.empty((rows, *v.shape[1:]), v.dtype) for k, v in batch.items()}
-
-
-def _doubled(buf: dict[str, Any]) -> dict[str, Any]:
-    return {k: _doubled(v) if isinstance(v, dict) else np.concatenate([v, np.zeros_like(v)])
-            for k, v in buf.items()}
-
-
-def _write_row(buf: dict[str, Any], batch: dict[str, Any], j: int, index: int) -> None:
-    for key, value in batch.items():
-        if isinstance(value, dict):
-            _write_row(buf[key], value, j, index)
-        else:
-            buf[key][index] = value[j]
-
-
-def _rows(buf: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
-    return {k: _rows(v, start, stop) if isinstance(v, dict) else v[start:stop]
-            for k, v in buf.items()}
+        for env in self.env:
+            env.close()

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from runners.env_registry import EnvError
+from runners.env_registry import rebuild_env, reset_env
 from runners.multi_agent_env import MultiAgentEnv
 
 
@@ -62,27 +62,14 @@ class EnvVector:
             except Exception as err:
                 errors.append((i, err))
                 rewards[i], terminated[i], truncated[i] = 0.0, False, False
-                o = self._rebuild(i)
+                env = self.envs[i] = rebuild_env(env, self._new_env)
+                o = reset_env(env, f"Env {i}")
             else:
                 if terminated[i] or truncated[i]:
                     final_obs[i] = o
-                    o = self._reset_one(i)
+                    o = reset_env(env, f"Env {i}")
             obs.append(o)
         return obs, final_obs, errors
-
-    def _reset_one(self, i: int) -> Any:
-        try:
-            return self.envs[i].reset()[0]
-        except Exception as err:
-            raise EnvError(f"Env {i} raised in reset(): {err!r}") from err
-
-    def _rebuild(self, i: int) -> Any:
-        try:
-            self.envs[i].close()
-        except Exception:  # The env is broken already; closing is best effort.
-            pass
-        self.envs[i] = self._new_env()
-        return self._reset_one(i)
 
     def close(self) -> None:
         for env in self.envs:

@@ -111,10 +111,11 @@ def stop_reached(args: argparse.Namespace, result: dict) -> bool:
 
 
 def init_ray(address: str | None) -> None:
-    # Ray 2.60's `ray start` turns on token auth once ~/.ray/auth_token exists, but a client
-    # only sends that token when RAY_AUTH_MODE=token; without it joining such a cluster fails.
-    # (Set before importing ray, which reads it then.)
-    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+    # Ray 2.60's `ray start` turns on token auth once it finds a token (RAY_AUTH_TOKEN_PATH, else
+    # ~/.ray/auth_token), but a client only sends it when RAY_AUTH_MODE=token; without that,
+    # joining such a cluster fails. (Set before importing ray, which reads it then.)
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and token.is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 

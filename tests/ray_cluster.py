@@ -14,6 +14,7 @@ import sys
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 
@@ -32,9 +33,12 @@ class LocalRayCluster:
         self.root = Path(tempfile.mkdtemp(prefix="rc_", dir="/tmp"))  # Short: socket paths.
         self.procs: list[subprocess.Popen] = []
         self.address = ""
-        # Ray 2.60 turns token auth on for `ray start` when ~/.ray/auth_token exists, but a
-        # client only sends the token when told to: pin the mode for nodes and clients alike.
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
+        # Token auth as Ray 2.60 has it by default, with this cluster's own token (never the
+        # user's ~/.ray/auth_token); clients only send it when told to: pin the mode for all.
+        token = self.root / "auth_token"
+        token.write_text(uuid.uuid4().hex)
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+                        RAY_AUTH_TOKEN_PATH=str(token))
 
     def __enter__(self) -> "LocalRayCluster":
         try:

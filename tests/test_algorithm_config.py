@@ -1,5 +1,7 @@
 """AlgorithmConfig: the builder, its errors, and the module spec / runner config it produces."""
 
+import inspect
+
 import gymnasium as gym
 import pytest
 import torch
@@ -9,6 +11,7 @@ from algorithms.ppo import DefaultPPOTorchRLModule, PPOConfig
 from algorithms.vpg import VPGConfig
 from rlmodules import (Columns, DefaultModelConfig, MultiRLModuleSpec, RLModuleSpec,
                        TorchRLModule, ValueFunctionAPI)
+from runners import EnvRunnerConfig
 from runners.envs import MultiAgentCartPole
 
 
@@ -140,14 +143,28 @@ def test_ppo_requires_the_value_function_api_at_build():
 
 def test_env_runner_config_carries_the_settings():
     config = (PPOConfig().environment("CartPole-v1")
-              .env_runners(num_env_runners=2, num_envs_per_env_runner=5)
+              .env_runners(num_env_runners=2, num_envs_per_env_runner=5,
+                           env_runner_start_timeout_s=7.5, num_torch_threads=2)
               .training(train_batch_size_per_learner=1000, minibatch_size=100)
+              .fault_tolerance(max_num_env_runner_restarts=4)
               .debugging(seed=3))
     runner_config = config.env_runner_config()
     # "auto": one sample() of all runners (2 runners x 5 envs) fills one train batch.
     assert runner_config.rollout_fragment_length == 100
     assert (runner_config.env, runner_config.num_env_runners,
             runner_config.num_envs_per_env_runner, runner_config.seed) == ("CartPole-v1", 2, 5, 3)
+    assert (runner_config.env_runner_start_timeout_s, runner_config.num_torch_threads,
+            runner_config.max_num_env_runner_restarts, runner_config.module_ids) == (
+        7.5, 2, 4, ["default_policy"])
+    config.env_config["x"] = 1  # The runners' config is a copy.
+    assert runner_config.env_config == {}
+
+
+def test_env_runner_config_built_directly_checks_its_values():
+    with pytest.raises(ValueError, match="rollout_fragment_length='auto' needs a train batch"):
+        EnvRunnerConfig(env="CartPole-v1")
+    with pytest.raises(ValueError, match="EnvRunnerConfig: num_envs_per_env_runner=0 is invalid"):
+        EnvRunnerConfig(env="CartPole-v1", rollout_fragment_length=10, num_envs_per_env_runner=0)
 
 
 def test_copy_is_independent():
@@ -156,3 +173,56 @@ def test_copy_is_independent():
     clone.env_config["x"].append(2)
     clone.training(lr=0.5)
     assert config.env_config == {"x": [1]} and config.lr != 0.5
+
+
+def test_algorithm_configs_override_shared_defaults_and_add_their_own_keys():
+    base, ppo, vpg = AlgorithmConfig(), PPOConfig(), VPGConfig()
+    assert (base.lr, base.num_envs_per_env_runner, base.rollout_fragment_length) == (
+        1e-3, 1, "auto")
+    assert (ppo.lr, ppo.num_envs_per_env_runner, ppo.minibatch_size, ppo.lambda_) == (
+        3e-3, 8, 500, 0.95)
+    assert (vpg.lr, vpg.rollout_fragment_length, vpg.minibatch_size) == (1e-2, 50, None)
+    assert not hasattr(base, "lambda_") and not hasattr(vpg, "lambda_")
+    with pytest.raises(TypeError, match="unknown key 'lambda_'"):
+        VPGConfig().training(lambda_=0.9)
+    assert ppo.env_config is not PPOConfig().env_config  # Mutable defaults are per config.
+
+
+def test_builder_methods_are_introspectable_and_settings_are_plain_attributes():
+    params = inspect.signature(PPOConfig().training).parameters
+    assert {"lr", "lambda_", "normalize_advantages"} <= set(params)
+    assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
+    assert "lambda_" in PPOConfig.training.__doc__
+    assert "lambda_" not in AlgorithmConfig.training.__doc__
+    assert PPOConfig().environment(env="CartPole-v1").env == "CartPole-v1"
+    with pytest.raises(TypeError, match="environment\\(\\) got 2 positional arguments"):
+        PPOConfig().environment("CartPole-v1", {})
+    config = PPOConfig().env_runners(num_env_runners=3)
+    assert vars(config)["num_env_runners"] == 3 and "lambda_" in vars(config)
+
+
+def test_to_dict_round_trips_through_from_dict():
+    config = (PPOConfig().environment("CartPole-v1", env_config={"a": [1]})
+              .env_runners(num_env_runners=2, env_runner_start_timeout_s=9.0)
+              .training(lr=1e-4, lambda_=0.9, normalize_advantages=None)
+              .multi_agent(policies=["p0", "p1"], policies_to_train=["p0"])
+              .debugging(seed=5))
+    as_dict = config.to_dict()
+    assert as_dict["lr"] == 1e-4 and as_dict["lambda_"] == 0.9 and "algo_class" not in as_dict
+    assert as_dict["policies"] == {"p0", "p1"} and as_dict["policies_to_train"] == {"p0"}
+    restored = PPOConfig.from_dict(as_dict)
+    assert isinstance(restored, PPOConfig) and restored.to_dict() == as_dict
+    as_dict["env_config"]["a"].append(2)  # A copy: the config keeps its own values.
+    assert config.env_config == {"a": [1]}
+    assert PPOConfig().update_from_dict({"num_epochs": 2}).num_epochs == 2
+
+
+@pytest.mark.parametrize("config_dict, error, message", [
+    ({"lrr": 0.1}, TypeError, r"update_from_dict\(\) got an unknown key 'lrr'; did you mean 'lr'"),
+    ({"lambda": 0.9}, TypeError, "did you mean 'lambda_'"),
+    ({"num_epochs": 0}, ValueError, "num_epochs=0 is invalid; it must be an int >= 1"),
+    ({"policies": "p0"}, ValueError, "policies='p0' is invalid"),
+])
+def test_from_dict_checks_keys_and_values_as_the_builders_do(config_dict, error, message):
+    with pytest.raises(error, match=message):
+        PPOConfig.from_dict(config_dict)

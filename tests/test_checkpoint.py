@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -168,8 +169,8 @@ def test_local_class_cannot_be_rebuilt_but_can_be_restored(tmp_path):
                      "t": gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.MultiBinary(3)])}),
 ])
 def test_spaces_json_round_trip(space):
-    encoded = json.loads(json.dumps(ckpt.spaces_to_json({"s": space, "other": [1, "x"]})))
-    decoded = ckpt.spaces_from_json(encoded)
+    encoded = json.loads(json.dumps(ckpt.to_json({"s": space, "other": [1, "x"]}, "v")))
+    decoded = ckpt.from_json(encoded, "p", "v")
     assert decoded["s"] == space and decoded["other"] == [1, "x"]
     assert decoded["s"].dtype == space.dtype
     assert len(json.dumps(encoded)) < 1000  # uniform image bounds stay scalars
@@ -292,6 +293,21 @@ def test_shape_mismatch_names_path_parameter_and_both_shapes(tmp_path):
                                               r"'encoder\.net\.0\.weight' has shape \(16, 4\) in "
                                               r"the module but \(8, 4\) in the state"):
         ppo(hiddens=(16,)).restore_from_path(tmp_path / "small")
+
+
+def test_dtype_mismatch_is_refused_before_any_weight_is_copied(tmp_path):
+    ppo().save_to_path(tmp_path / "m")
+    state = ckpt.load_state_tensors(weights_file(tmp_path / "m"))
+    last = list(state)[-1]
+    ckpt.save_state_tensors(weights_file(tmp_path / "m"),
+                            {**state, last: state[last].astype(np.float64)})
+    target = ppo()
+    before = target.get_state()
+    with pytest.raises(CheckpointError, match=rf"'.*m' does not fit DefaultPPOTorchRLModule: "
+                                              rf"parameter '{re.escape(last)}' has dtype "
+                                              r"float32 in the module but float64 in the state"):
+        target.restore_from_path(tmp_path / "m")
+    assert all(np.array_equal(before[k], v) for k, v in target.get_state().items())
 
 
 def test_state_tensors_helpers_round_trip_numpy_and_torch(tmp_path):

@@ -12,7 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ray_cluster import LocalRayCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "scripts" / "train.py")
 

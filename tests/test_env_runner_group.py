@@ -8,12 +8,15 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import test_runner
 from conftest import shipped_by_value
 from runners import EnvRunnerGroup
 from runners.envs import MultiAgentCartPole
 from test_runner import CounterEnv, check_fragment, make_config
+
+pytestmark = pytest.mark.ray
 
 
 class ResetFailsEnv(CounterEnv):
@@ -187,5 +190,34 @@ def test_remote_runner_bad_input_is_not_retried(ray):
         with pytest.raises(RuntimeError, match=r"EnvRunner 1 failed\. Cause:.*Discrete\(2\)"):
             group.sample()
         assert group.num_env_runner_restarts == 0
+    finally:
+        group.stop()
+
+
+class DropsALoadedParam(test_runner.MLPModule):
+    """A module whose set_state forgets one parameter: what it holds is not what was sent."""
+
+    def set_state(self, state):
+        super().set_state(state)
+        with torch.no_grad():
+            next(self.parameters()).add_(1.0)
+
+
+def test_metrics_report_the_weights_version_of_every_runner(group):
+    group.sync_weights(random_weights(group, seed=2), weights_seq_no=9)
+    assert group.get_metrics()["weights_seq_nos"] == [9, 9]
+
+
+@pytest.mark.parametrize("num_env_runners, runner", [(0, "EnvRunner 0"), (1, "EnvRunner 1")])
+def test_a_runner_holding_other_weights_than_sent_is_an_error_naming_it(request, num_env_runners,
+                                                                        runner):
+    if num_env_runners:
+        request.getfixturevalue("ray")
+    group = EnvRunnerGroup(remote_config(num_env_runners=num_env_runners,
+                                         module_class=DropsALoadedParam))
+    try:
+        with pytest.raises(RuntimeError, match=rf"{runner}.*module 'default_policy' holds weights "
+                                               r"with digest \w+ after a sync, but \w+ was sent"):
+            group.sync_weights(random_weights(group, seed=3))
     finally:
         group.stop()

@@ -152,6 +152,29 @@ def test_only_modules_to_train_with_data_change():
     assert results[ALL_MODULES]["num_env_steps_trained"] == 16
 
 
+class WeightedBCLearner(BCLearner):
+    """Adds a column (fragment i's steps hold i) and remembers each call of the hook."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def compute_extra_columns_for_module(self, module_id, fragments):
+        self.calls.append((module_id, [f.episode_id for f in fragments]))
+        return {"weight": [np.full(len(f), i, np.float32) for i, f in enumerate(fragments)]}
+
+
+def test_extra_columns_come_once_per_update_and_trained_module():
+    learner = build_learner(WeightedBCLearner, policies_to_train=["p0"], num_epochs=2,
+                            spec=spec_for(p0=TinyActorCritic, p1=TinyActorCritic),
+                            minibatch_size=3, train_batch_size_per_learner=6)
+    p0, p1 = make_fragments(2, 3, "p0"), make_fragments(1, 3, "p1", seed=1)
+    learner.update([p0[0], p1[0], p0[1]])  # 2 epochs x 2 minibatches, one hook call.
+    assert learner.calls == [("p0", [f.episode_id for f in p0])]
+    batch = learner.build_module_batch("p0", p0)
+    np.testing.assert_array_equal(batch["weight"].numpy(), [0, 0, 0, 1, 1, 1])
+
+
 def test_fragments_for_unknown_module_are_an_error():
     learner = build_learner()
     with pytest.raises(KeyError, match=r"\['nobody'\].*holds \['default_policy'\]"):
@@ -206,7 +229,7 @@ def test_stateful_module_trains_on_masked_sequences():
     learner = build_learner(spec=spec_for(default_policy=TinyLSTM), lr=3e-2,
                             minibatch_size=40, train_batch_size_per_learner=80)
     fragments = make_fragments(3, 25, stateful=True)
-    batch = learner.build_batch(fragments)["default_policy"]
+    batch = learner.build_module_batch("default_policy", fragments)
     assert batch[Columns.OBS].shape == (6, 20, 4)  # ceil(25 / 20) = 2 sequences per fragment
     assert batch[Columns.STATE_IN]["h"].shape == (6, 8)
     assert batch[Columns.LOSS_MASK].sum() == 75

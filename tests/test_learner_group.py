@@ -9,7 +9,8 @@ import test_learner_support
 from conftest import shipped_by_value
 from learners import ALL_MODULES, LearnerGroup
 from learners.distributed import select_backend
-from learners.learner_group import reduce_metrics, split_fragments
+from learners.distributed import reduce_metrics
+from learners.learner_group import split_fragments
 from test_learner_support import (BCLearner, TinyActorCritic, build_learner, make_config,
                                   make_fragments, spec_for)
 
@@ -126,7 +127,7 @@ def test_two_data_parallel_learners_stay_identical_and_match_one_learner(dp_grou
 
 def test_killed_learner_gives_error_naming_it(dp_group, ray_session):
     # Learner 0 waits for its peer inside the gradient all-reduce: the error must not hang.
-    ray_session.kill(dp_group._actors[1], no_restart=True)
+    ray_session.kill(dp_group.pool.actors[1], no_restart=True)
     with pytest.raises(RuntimeError, match=r"(?s)learner 1 \(of 2\) died.*Cause: .*ray\.kill"):
         dp_group.update(make_fragments(2, 8, "p0"))
 

@@ -145,6 +145,27 @@ def test_each_policy_acts_for_its_agents_and_each_agent_piece_is_a_fragment():
     assert whole and metrics["episode_return_max"] >= max(whole)
 
 
+def test_policy_mapping_fn_gets_the_episode_its_fragments_belong_to():
+    calls = []
+
+    def mapping(agent_id, episode, **kw):
+        if episode is not None:  # None while the module specs are completed.
+            calls.append((agent_id, episode.id_, episode.env_index))
+        return f"p{agent_id}"
+
+    runner = MultiAgentEnvRunner(ma_config(**{**two_policies(), "policy_mapping_fn": mapping},
+                                           env=MultiAgentCounter, env_config={"lengths": [3, 6]},
+                                           num_envs_per_env_runner=2, rollout_fragment_length=8))
+    fragments = runner.sample()
+    assert len(calls) == len(set(calls))  # Once per agent and episode.
+    env_of = {episode_id: env for _, episode_id, env in calls}
+    assert {env for _, _, env in calls} == {0, 1}
+    for f in fragments:
+        assert (f.agent_id, f.episode_id, env_of[f.episode_id]) in calls
+    # Both envs ran one whole 6-step episode and 2 steps of the next: 2 episodes each.
+    assert len(env_of) == 4 and len({f.episode_id for f in fragments}) == 4
+
+
 def test_agents_of_one_module_share_one_forward_pass_per_step():
     RecordingMLP.batch_sizes.clear()
     spec = RLModuleSpec(module_class=RecordingMLP)

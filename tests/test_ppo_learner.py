@@ -139,3 +139,52 @@ def test_bad_ppo_keys_are_named():
         PPOConfig().training(normalize_advantages="episode")
     with pytest.raises(TypeError, match="unknown key 'lambda'; did you mean 'lambda_'"):
         PPOConfig().training(**{"lambda": 0.9})
+
+
+def rollout(learner, n, seed, old_logit_shift):
+    """One terminated n-step fragment, acted by an "old" policy: the current logits plus
+    ``old_logit_shift`` (0: the current policy itself, so the KL to it starts at 0)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.uniform(-1, 1, (n, 4)).astype(np.float32)
+    with torch.no_grad():
+        logits = learner.module["default_policy"].forward_inference(
+            {"obs": torch.from_numpy(obs)})["action_dist_inputs"] + old_logit_shift
+    dist = torch.distributions.Categorical(logits=logits)
+    actions = dist.sample()
+    return Fragment(
+        module_id="default_policy", agent_id=None, episode_id=f"kl-{seed}",
+        columns={"obs": obs, "actions": actions.numpy(),
+                 "rewards": rng.normal(size=n).astype(np.float32),
+                 "terminateds": np.arange(n) == n - 1, "truncateds": np.zeros(n, bool),
+                 "action_logp": dist.log_prob(actions).numpy(),
+                 "action_dist_inputs": logits.numpy()},
+        last_obs=obs[-1], terminated=True, truncated=False)
+
+
+@pytest.mark.ray
+def test_data_parallel_learners_adapt_the_kl_coefficient_alike(ray_session):
+    # Two fragments, one per learner: one far from the current policy (local KL ~0.5 >
+    # 2 * kl_target), one equal to it (local KL 0 < kl_target / 2). Their mean (~0.25)
+    # raises the coefficient on both learners; rank-local means would move them apart.
+    from learners import LearnerGroup
+
+    training = dict(use_kl_loss=True, kl_coeff=0.2, kl_target=0.05, lr=1e-3, num_epochs=1,
+                    train_batch_size_per_learner=64, minibatch_size=64)
+    config = (PPOConfig().training(**training).debugging(seed=0)
+              .learners(num_learners=2, num_cpus_per_learner=0.5))
+    local = make_learner(**training)  # Acts with the group's current weights.
+    group = LearnerGroup(config=config, module_spec=local.module_spec,
+                         learner_class=PPOTorchLearner)
+    try:
+        for i in range(3):
+            local.set_state(group.get_state("learner/rl_module")["learner"])
+            results = group.update([rollout(local, 64, 2 * i, torch.tensor([3.0, 0.0])),
+                                    rollout(local, 64, 2 * i + 1, 0.0)])
+        coeffs = group.foreach_learner(lambda learner: learner.kl_coeffs["default_policy"])
+        assert coeffs[0] == coeffs[1] == pytest.approx(0.2 * 1.5 ** 3)
+        assert results["default_policy"]["kl_coeff"] == coeffs[0]
+        weights = group.foreach_learner(lambda learner: learner.get_weights())
+        for name, value in weights[0]["default_policy"].items():
+            np.testing.assert_array_equal(value, weights[1]["default_policy"][name])
+    finally:
+        group.stop()

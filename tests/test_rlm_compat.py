@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import torch
 from torch import nn
 
+import rlmodules
 from rlmodules import Columns, MultiRLModule, RLModuleSpec, TorchRLModule
 from rlmodules.compat import (MultiAgentRLModule, MultiAgentRLModuleSpec, RLModuleConfig,
                               SingleAgentRLModuleSpec, construct, takes_config_object)
@@ -71,6 +74,31 @@ def test_multi_agent_module_with_plain_dict_registers_sub_modules():
         "b": SingleAgentRLModuleSpec(ConfigModule, OBS, ACT)}).build()
     assert isinstance(module._rl_modules, nn.ModuleDict)
     assert len(list(module.parameters())) == 4 and set(module.get_state()) == {"a", "b"}
+
+
+def test_alpha_classes_take_keywords_too_and_their_subclasses_inherit_that():
+    class Sub(ConfigModule):
+        pass
+
+    for cls in (ConfigModule, Sub):
+        module = cls(observation_space=OBS, action_space=ACT, model_config={"a": 1})
+        assert module.model_config == {"a": 1} and module.config.action_space == ACT
+    config = RLModuleConfig(observation_space=OBS, action_space=ACT, inference_only=True)
+    assert Sub(config).inference_only and not takes_config_object(MultiAgentRLModule)
+
+
+def test_the_core_never_imports_compat():
+    """Only the package's __init__ does: the core has no import circle through it."""
+    package = Path(rlmodules.__file__).parent
+    for path in package.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+        if path.name not in ("__init__.py", "compat.py"):
+            assert "rlmodules.compat" not in imported, path.name
 
 
 def test_alpha_action_dist_output_counts_as_an_action_output():

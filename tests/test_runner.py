@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from rlmodules import Columns, RLModuleSpec, TorchRLModule
-from runners import (EnvRunnerConfig, EnvRunnerGroup, SingleAgentEnvRunner,
+from runners import (EnvRunnerConfig, EnvRunnerGroup, Fragment, SingleAgentEnvRunner,
                      complete_module_spec, make_env, register_env)
+from runners.env_registry import EnvError, rebuild_env, reset_env
+from runners.fragment import concat_fragments
 
 
 # ---- modules ------------------------------------------------------------------------------------
@@ -325,6 +327,34 @@ def test_an_env_that_raises_is_rebuilt_and_its_episode_dropped():
     assert len(runner.sample(num_episodes=4)) == 4
 
 
+def test_rebuild_env_replaces_a_broken_env_even_if_closing_it_raises():
+    class Broken(CounterEnv):
+        def close(self):
+            raise RuntimeError("already broken")
+
+    fresh = rebuild_env(Broken(), CounterEnv)
+    assert type(fresh) is CounterEnv
+    np.testing.assert_array_equal(reset_env(fresh, "Env 3"), [0, 0])
+
+    class ResetFails(CounterEnv):
+        def reset(self, *, seed=None, options=None):
+            raise ValueError("no reset")
+
+    with pytest.raises(EnvError, match=r"Env 3 raised in reset\(\).*no reset"):
+        reset_env(ResetFails(), "Env 3")
+
+
+def test_concat_fragments_joins_nested_columns_in_order():
+    def piece(rows, done):
+        columns = {Columns.REWARDS: np.array(rows, np.float32),
+                   Columns.STATE_IN: {"h": np.array(rows)[:, None]}}
+        return Fragment("m", None, "e", columns, np.array(rows[-1]), done, False)
+
+    whole = concat_fragments([piece([0, 1], False), piece([2], True)])
+    np.testing.assert_array_equal(whole.columns[Columns.STATE_IN]["h"][:, 0], [0, 1, 2])
+    assert len(whole) == 3 and whole.terminated and whole.last_obs == 2
+
+
 # ---- weights, state, metrics --------------------------------------------------------------------
 
 def test_weights_and_state_round_trip():
@@ -355,6 +385,25 @@ def test_metrics_cover_completed_episodes_and_steps_since_last_call():
     again = runner.get_metrics()
     assert again["num_env_steps_sampled"] == 60 and again["num_env_steps_sampled_lifetime"] == 120
     assert again["num_episodes_lifetime"] == 24
+
+
+def test_episode_stats_span_sample_calls_and_skip_the_steps_of_failed_episodes():
+    runner = SingleAgentEnvRunner(make_config(env=CounterEnv, env_config={"length": 7},
+                                              num_envs_per_env_runner=1,
+                                              rollout_fragment_length=5))
+    for _ in range(3):
+        runner.sample()
+    metrics = runner.get_metrics()
+    assert metrics["episode_returns"] == metrics["episode_lengths"] == [7, 7]
+    failing = SingleAgentEnvRunner(make_config(env=CounterEnv,
+                                               env_config={"length": 4, "fail_every": 2},
+                                               num_envs_per_env_runner=1,
+                                               rollout_fragment_length=3))
+    for _ in range(5):
+        failing.sample()
+    metrics = failing.get_metrics()
+    assert metrics["num_env_errors"] == 2  # Episodes 1 and 3, each after 2 good steps.
+    assert metrics["episode_returns"] == metrics["episode_lengths"] == [4, 4]
 
 
 # ---- envs and spaces ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def iter_lines(stdout):
     return [line for line in stdout.splitlines() if line.startswith("iter")]
 
 
+@pytest.mark.slow
 def test_run_dir_holds_flags_results_and_checkpoint_and_resumes(tmp_path):
     first = run("--stop-iters", "2", "--checkpoint-dir", "ckpt", "--seed", "7", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -139,11 +140,11 @@ def ray_client_address(ray_session):
         server.wait()
 
 
-@pytest.mark.skipif(not (Path.home() / ".ray" / "auth_token").is_file(),
-                    reason="no ~/.ray/auth_token: `ray start` uses no token auth here")
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_joins_a_ray_start_cluster_with_token_auth_at_host_port(tmp_path):
-    # `ray start` turns token auth on when ~/.ray/auth_token exists; train.py must send the
-    # token although the user did not set RAY_AUTH_MODE.
+    # `ray start` turns token auth on when it finds a token (here RAY_AUTH_TOKEN_PATH's, as
+    # it would ~/.ray/auth_token); train.py must send it although RAY_AUTH_MODE is unset.
     with LocalRayCluster(cpus_per_node=[1]) as cluster:
         env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
         result = run("--address", cluster.address, "--num-env-runners", "1", "--stop-iters",
@@ -152,6 +153,7 @@ def test_joins_a_ray_start_cluster_with_token_auth_at_host_port(tmp_path):
     assert iter_lines(result.stdout)[0].startswith("iter    1  env steps     2000")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["auto", "ray://"])
 def test_joins_a_running_ray_cluster(how, ray_session, request, tmp_path):
     # The test session's Ray is a running cluster like any other: train.py joins it.

@@ -38,15 +38,16 @@ def episode(rewards, actions=None, module_id="default_policy", obs=None):
 
 def test_returns_to_go_are_discounted_within_each_episode():
     learner = make_learner(gamma=0.5, normalize_returns=False)
-    batch = learner.build_batch([episode([1.0, 1.0, 1.0]), episode([2.0])])
-    np.testing.assert_allclose(batch["default_policy"]["returns_to_go"].numpy(),
+    batch = learner.build_module_batch("default_policy",
+                                       [episode([1.0, 1.0, 1.0]), episode([2.0])])
+    np.testing.assert_allclose(batch["returns_to_go"].numpy(),
                                [1.75, 1.5, 1.0, 2.0])
 
 
 def test_normalized_returns_have_zero_mean_unit_std():
     learner = make_learner(gamma=0.9)
-    returns = learner.build_batch([episode([1.0] * 5), episode([3.0, 0.0])])[
-        "default_policy"]["returns_to_go"].numpy()
+    returns = learner.build_module_batch(
+        "default_policy", [episode([1.0] * 5), episode([3.0, 0.0])])["returns_to_go"].numpy()
     assert abs(returns.mean()) < 1e-5 and abs(returns.std() - 1) < 1e-3
 
 

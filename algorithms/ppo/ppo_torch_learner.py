@@ -1,14 +1,15 @@
-"""PPOTorchLearner: GAE in build_batch, the clipped-surrogate loss, the adaptive KL coefficient."""
+"""PPOTorchLearner: GAE advantages, the clipped-surrogate loss, the adaptive KL coefficient."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from algorithms.ppo.gae import compute_gae
+from algorithms.returns import standardize
 from learners import TorchLearner, masked_mean
-from learners.batching import group_by_module
 from rlmodules import Columns, ValueFunctionAPI
 from runners.fragment import Fragment
 
@@ -24,20 +25,17 @@ class PPOTorchLearner(TorchLearner):
         super().build()
         self.kl_coeffs = {mid: float(self.config.kl_coeff) for mid in self.module.keys()}
 
-    def build_batch(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
-        """The default batch plus ADVANTAGES and VALUE_TARGETS from GAE on each fragment."""
-        batch = {}
-        for module_id, frags in group_by_module(fragments).items():
-            values = self.compute_values_for_fragments(module_id, frags)
-            advantages, targets = compute_gae(frags, values, self.config.gamma,
-                                              self.config.lambda_)
-            batch[module_id] = self.build_module_batch(module_id, frags, {
-                Columns.ADVANTAGES: advantages, Columns.VALUE_TARGETS: targets})
-            if self.config.normalize_advantages == "batch":
-                module_batch = batch[module_id]
-                module_batch[Columns.ADVANTAGES] = _standardize(
-                    module_batch[Columns.ADVANTAGES], module_batch.get(Columns.LOSS_MASK))
-        return batch
+    def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
+                                         ) -> dict[str, list[np.ndarray]]:
+        """ADVANTAGES and VALUE_TARGETS from GAE on each fragment (advantages standardized
+        over the module's whole batch with normalize_advantages="batch")."""
+        values = self.compute_values_for_fragments(module_id, fragments)
+        advantages, targets = compute_gae(fragments, values, self.config.gamma,
+                                          self.config.lambda_)
+        if self.config.normalize_advantages == "batch":
+            advantages = np.split(standardize(np.concatenate(advantages)),
+                                  np.cumsum([len(f) for f in fragments])[:-1])
+        return {Columns.ADVANTAGES: advantages, Columns.VALUE_TARGETS: targets}
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
@@ -73,19 +71,19 @@ class PPOTorchLearner(TorchLearner):
         self.log_metric(module_id, "entropy", entropy)
         return total
 
-    def update(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
-        """An update, then the usual KL-coefficient adaptation towards ``kl_target``."""
-        results = super().update(fragments)
-        if self.config.use_kl_loss:
-            for module_id, metrics in results.items():
-                if "mean_kl_loss" not in metrics:
-                    continue
-                if metrics["mean_kl_loss"] > 2.0 * self.config.kl_target:
-                    self.kl_coeffs[module_id] *= 1.5
-                elif metrics["mean_kl_loss"] < 0.5 * self.config.kl_target:
-                    self.kl_coeffs[module_id] *= 0.5
-                metrics["kl_coeff"] = self.kl_coeffs[module_id]
-        return results
+    def after_update(self, results: dict[str, dict[str, Any]]) -> None:
+        """Adapt each KL coefficient towards ``kl_target`` from the mean KL, which all
+        data-parallel learners share, so their coefficients stay equal."""
+        if not self.config.use_kl_loss:
+            return
+        for module_id, metrics in results.items():
+            if "mean_kl_loss" not in metrics:
+                continue
+            if metrics["mean_kl_loss"] > 2.0 * self.config.kl_target:
+                self.kl_coeffs[module_id] *= 1.5
+            elif metrics["mean_kl_loss"] < 0.5 * self.config.kl_target:
+                self.kl_coeffs[module_id] *= 0.5
+            metrics["kl_coeff"] = self.kl_coeffs[module_id]
 
     def get_state(self, components: str | Sequence[str] | None = None) -> dict[str, Any]:
         """The learner state plus the adapted KL coefficients (whole-state requests only)."""

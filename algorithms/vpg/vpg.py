@@ -2,46 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from algorithms.algorithm import Algorithm
-from algorithms.algorithm_config import AlgorithmConfig, NotProvided, is_int
+from algorithms.algorithm_config import AlgorithmConfig, Builder, TrainingSettings
 from rlmodules import RLModuleSpec
+from runners.config import BOOL, int_at_least, setting
 from runners.fragment import Fragment
 
-_VPG_CHECKS = {
-    **AlgorithmConfig.checks,
-    "num_episodes_per_train_batch": (lambda v: is_int(v) and v >= 1, "an int >= 1"),
-    "normalize_returns": (lambda v: isinstance(v, bool), "a bool"),
-}
+
+@dataclass
+class VPGTrainingSettings(TrainingSettings):
+    """Optimization settings, VPG's own keys included; a train batch is whole episodes."""
+
+    num_episodes_per_train_batch: int = setting(16, int_at_least(1), "so its timesteps vary")
+    normalize_returns: bool = setting(True, BOOL, "standardize returns-to-go per batch")
 
 
 class VPGConfig(AlgorithmConfig):
     """VPG's settings: whole episodes per batch, one gradient step per episode batch."""
 
-    checks = _VPG_CHECKS
+    # rollout_fragment_length: steps per env between checks for enough episodes;
+    # minibatch_size None: one gradient step on the whole batch of episodes.
+    defaults = {"num_envs_per_env_runner": 8, "rollout_fragment_length": 50, "lr": 1e-2,
+                "minibatch_size": None}
+    training = Builder(VPGTrainingSettings)
 
     def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
         super().__init__(algo_class=algo_class or VPG)
-        self.num_envs_per_env_runner = 8
-        self.rollout_fragment_length = 50  # Steps per env between checks for enough episodes.
-        self.lr = 1e-2
-        self.minibatch_size = None  # One gradient step on the whole batch of episodes.
-        # VPG's own keys.
-        self.num_episodes_per_train_batch = 16
-        self.normalize_returns = True
-
-    def training(self, *, num_episodes_per_train_batch: int = NotProvided,
-                 normalize_returns: bool = NotProvided, **kwargs: Any) -> "VPGConfig":
-        """VPG's keys; everything else goes to ``AlgorithmConfig.training``.
-
-        Each train batch is ``num_episodes_per_train_batch`` complete episodes, so its size
-        in timesteps varies; ``normalize_returns`` standardizes the returns-to-go per batch.
-        """
-        super().training(**kwargs)
-        return self._set("training", {},
-                         num_episodes_per_train_batch=num_episodes_per_train_batch,
-                         normalize_returns=normalize_returns)
 
     def get_default_learner_class(self) -> type:
         from algorithms.vpg.vpg_torch_learner import VPGTorchLearner

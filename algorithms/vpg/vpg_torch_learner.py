@@ -7,9 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from algorithms.returns import discounted_cumsum, fragment_ends
+from algorithms.returns import discounted_cumsum, fragment_ends, standardize
 from learners import ALL_MODULES, TorchLearner, masked_mean
-from learners.batching import group_by_module
 from rlmodules import Columns
 from runners.fragment import Fragment
 
@@ -20,17 +19,14 @@ class VPGTorchLearner(TorchLearner):
     Fragments are complete episodes (VPG samples whole episodes), so G_t needs no bootstrap.
     """
 
-    def build_batch(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
-        batch = {}
-        for module_id, frags in group_by_module(fragments).items():
-            lengths = [len(f) for f in frags]
-            rewards = np.concatenate([f.columns[Columns.REWARDS] for f in frags])
-            returns = discounted_cumsum(rewards, self.config.gamma, fragment_ends(lengths))
-            if self.config.normalize_returns:
-                returns = (returns - returns.mean()) / (returns.std() + 1e-8)
-            batch[module_id] = self.build_module_batch(module_id, frags, {
-                Columns.RETURNS_TO_GO: np.split(returns, np.cumsum(lengths)[:-1])})
-        return batch
+    def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
+                                         ) -> dict[str, list[np.ndarray]]:
+        lengths = [len(f) for f in fragments]
+        rewards = np.concatenate([f.columns[Columns.REWARDS] for f in fragments])
+        returns = discounted_cumsum(rewards, self.config.gamma, fragment_ends(lengths))
+        if self.config.normalize_returns:
+            returns = standardize(returns)
+        return {Columns.RETURNS_TO_GO: np.split(returns, np.cumsum(lengths)[:-1])}
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
