@@ -12,18 +12,8 @@ Loading never runs code a checkpoint names: each stored name is resolved for the
 key (``SLOTS``: e.g. ``module_class`` -> an RLModule subclass) and refused with a
 CheckpointError unless it fits; only class slots import (the module holding the class).
 
-Reusable pieces (the algorithm checkpoints build on them):
-
-- ``write_dir_atomically(path, writer)``: ``writer(tmp_dir)`` fills a fresh directory next
-  to ``path``; it is fsynced and renamed into place. An earlier checkpoint at ``path`` is
-  only replaced once the new one is complete; a crash leaves it (or, during the two
-  renames, its ``.<name>.old-*`` sibling) intact, never a half-written ``path``.
-- ``write_metadata(dir, meta)`` / ``read_metadata(dir)``: the JSON file whose presence
-  marks a complete checkpoint (write it last); reading checks it and the format version.
-- ``save_state_tensors(file, state)`` / ``load_state_tensors(file)``: {name: array} <->
-  safetensors, with errors naming the file.
-- ``to_json(value, key)`` / ``from_json(node, path, key)``: values (spaces, sets, arrays,
-  dataclasses, classes) <-> JSON, the one encoding of metadata, configs and state files.
+The algorithm checkpoints build on the pieces below: atomic directories, the metadata
+file, safetensors weights and one JSON encoding of values (``to_json`` / ``from_json``).
 """
 
 from __future__ import annotations
@@ -55,10 +45,11 @@ class CheckpointError(ValueError):
 # ---- atomic directories -----------------------------------------------------------------------
 
 def write_dir_atomically(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
-    """Have ``writer`` fill a temp dir next to ``path``, then move it to ``path`` atomically.
+    """Have ``writer`` fill a temp dir next to ``path``, then fsync and move it to ``path``.
 
     ``path`` may be missing, an empty directory, or an earlier checkpoint (a directory with
-    a metadata file); anything else is refused rather than deleted.
+    a metadata file); anything else is refused rather than deleted. A crash leaves the
+    earlier checkpoint (or, between the two renames, its ``.<name>.old-*`` sibling) intact.
     """
     path = Path(path).absolute()
     if path.exists() and not (path.is_dir() and (
@@ -396,12 +387,8 @@ def _write_module(module: Any, directory: Path) -> None:
 
 
 def load_module(path: str | os.PathLike, trusted: Sequence[Any] = ()) -> Any:
-    """Rebuild the module recorded at ``path`` from its class and constructor arguments, then
-    load its weights.
-
-    Every stored name must fit its slot (``SLOTS``), or be the name of an object in
-    ``trusted``, which is then used as is.
-    """
+    """Rebuild the module at ``path`` from its class and constructor arguments, then load its
+    weights; every stored name must fit its slot or name an object in ``trusted``."""
     meta = read_metadata(path)
     multi = meta.get("kind") == "multi_rl_module"
     cls = resolve(meta.get("class"), "multi_rl_module_class" if multi else "module_class",
@@ -444,11 +431,10 @@ def restore_module(module: Any, path: str | os.PathLike) -> None:
         return
     state = load_state_tensors(path / WEIGHTS_FILE)
     try:
-        for name, own in module.get_state().items():  # Check all before copying any.
-            for what in ("shape", "dtype"):
-                if name in state and getattr(own, what) != getattr(state[name], what):
-                    raise ValueError(f"parameter '{name}' has {what} {getattr(own, what)} in "
-                                     f"the module but {getattr(state[name], what)} in the state")
+        for name, own in module.get_state().items():  # set_state() checks keys and shapes.
+            if name in state and own.dtype != state[name].dtype:
+                raise ValueError(f"parameter '{name}' has dtype {own.dtype} in the module but "
+                                 f"{state[name].dtype} in the state")
         module.set_state(state)
     except (KeyError, ValueError) as err:
         message = err.args[0] if err.args else str(err)

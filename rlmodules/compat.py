@@ -62,12 +62,8 @@ class SingleAgentRLModuleSpec(RLModuleSpec):
 
 
 class MultiAgentRLModule(MultiRLModule):
-    """MultiRLModule under its alpha name.
-
-    Subclasses take ``__init__(self, config: MultiAgentRLModuleConfig)``, override
-    ``build()`` (seed 001) or ``setup()`` (seed 002), read ``self.config.modules`` and may
-    set ``self._rl_modules`` to a plain dict.
-    """
+    """MultiRLModule under its alpha name, built from a MultiAgentRLModuleConfig; subclasses
+    override ``build()`` (seed 001) or ``setup()`` (seed 002)."""
 
     def __init__(self, config: MultiAgentRLModuleConfig | None = None, **kwargs: Any) -> None:
         if config is not None:
@@ -98,11 +94,6 @@ def takes_config_object(module_class: type) -> bool:
     params = inspect.signature(module_class.__init__).parameters
     return "config" in params and "observation_space" not in params and not any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def construct(module_class: type[RLModule], **ctor_args: Any) -> RLModule:
-    """Build ``module_class`` from keyword constructor arguments, whatever its ``__init__``."""
-    return module_class(**ctor_args)
 
 
 def _alpha_config(model_config: Any = None, rl_module_specs: Any = None,

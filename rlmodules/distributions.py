@@ -19,7 +19,12 @@ from rlmodules.columns import Columns
 
 
 class TorchDistribution:
-    """Common interface: ``from_logits``, ``sample``, ``rsample``, ``logp``, ``entropy``, ``kl``."""
+    """Common interface: ``from_logits``, ``sample``, ``rsample``, ``logp``, ``entropy``, ``kl``.
+
+    The defaults delegate to ``self.dist``, the wrapped ``torch.distributions`` object.
+    """
+
+    dist: td.Distribution
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, **kwargs) -> "TorchDistribution":
@@ -38,19 +43,21 @@ class TorchDistribution:
             lambda sub, logits, **kw: cls.from_logits(logits, **{**kwargs, **kw}))})
 
     def sample(self) -> torch.Tensor:
-        raise NotImplementedError
+        return self.dist.sample()
 
     def rsample(self) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no reparameterized sample.")
+        if not getattr(getattr(self, "dist", None), "has_rsample", False):
+            raise NotImplementedError(f"{type(self).__name__} has no reparameterized sample.")
+        return self.dist.rsample()
 
     def logp(self, value: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.dist.log_prob(value)
 
     def entropy(self) -> torch.Tensor:
-        raise NotImplementedError
+        return self.dist.entropy()
 
     def kl(self, other: "TorchDistribution") -> torch.Tensor:
-        raise NotImplementedError
+        return td.kl_divergence(self.dist, other.dist)
 
     def to_deterministic(self) -> "TorchDeterministic":
         raise NotImplementedError
@@ -72,27 +79,21 @@ class TorchCategorical(TorchDistribution):
     def required_input_dim(cls, space: gym.Space) -> int:
         return int(space.n)
 
-    def sample(self) -> torch.Tensor:
-        return self.dist.sample()
-
     def logp(self, value: torch.Tensor) -> torch.Tensor:
         return self.dist.log_prob(value.long())
-
-    def entropy(self) -> torch.Tensor:
-        return self.dist.entropy()
-
-    def kl(self, other: "TorchCategorical") -> torch.Tensor:
-        return td.kl_divergence(self.dist, other.dist)
 
     def to_deterministic(self) -> "TorchDeterministic":
         return TorchDeterministic(loc=torch.argmax(self.logits, dim=-1), event_ndims=0)
 
 
 class TorchDiagGaussian(TorchDistribution):
-    """Independent Gaussians per action dim; ``from_logits`` splits inputs into mean and log-std."""
+    """Independent Gaussians per action dim; ``from_logits`` splits inputs into mean and log-std.
+
+    ``logp``, ``entropy`` and ``kl`` sum over the action dims.
+    """
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
-        self.dist = td.Normal(loc, scale, validate_args=False)
+        self.dist = td.Independent(td.Normal(loc, scale, validate_args=False), 1)
         self.loc = loc
         self.scale = scale
 
@@ -104,21 +105,6 @@ class TorchDiagGaussian(TorchDistribution):
     @classmethod
     def required_input_dim(cls, space: gym.Space) -> int:
         return 2 * int(np.prod(space.shape))
-
-    def sample(self) -> torch.Tensor:
-        return self.dist.sample()
-
-    def rsample(self) -> torch.Tensor:
-        return self.dist.rsample()
-
-    def logp(self, value: torch.Tensor) -> torch.Tensor:
-        return self.dist.log_prob(value).sum(-1)
-
-    def entropy(self) -> torch.Tensor:
-        return self.dist.entropy().sum(-1)
-
-    def kl(self, other: "TorchDiagGaussian") -> torch.Tensor:
-        return td.kl_divergence(self.dist, other.dist).sum(-1)
 
     def to_deterministic(self) -> "TorchDeterministic":
         return TorchDeterministic(loc=self.loc)
@@ -215,21 +201,6 @@ class TorchDistributionWrapper(TorchDistribution):
 
     def __init__(self, dist: td.Distribution):
         self.dist = dist
-
-    def sample(self) -> torch.Tensor:
-        return self.dist.sample()
-
-    def rsample(self) -> torch.Tensor:
-        return self.dist.rsample()
-
-    def logp(self, value: torch.Tensor) -> torch.Tensor:
-        return self.dist.log_prob(value)
-
-    def entropy(self) -> torch.Tensor:
-        return self.dist.entropy()
-
-    def kl(self, other: "TorchDistributionWrapper") -> torch.Tensor:
-        return td.kl_divergence(self.dist, other.dist)
 
     def to_deterministic(self) -> TorchDeterministic:
         return TorchDeterministic(loc=self.dist.mode, event_ndims=len(self.dist.event_shape))

@@ -18,7 +18,7 @@ from torch import nn
 
 from rlmodules.columns import Columns
 from rlmodules.default_model_config import DefaultModelConfig
-from rlmodules.layers import activation, initializer, mlp, positive_int, positive_ints
+from rlmodules.layers import activation, initializer, is_positive_int, mlp, positive_int
 
 # Used when conv_filters is None: "same" padding halves H and W per layer, down to 1x1.
 DEFAULT_CONV_FILTERS = [[16, 4, 2], [32, 4, 2], [64, 4, 2], [128, 4, 2]]
@@ -39,9 +39,8 @@ class MLPEncoder(Encoder):
 
     def __init__(self, input_dim: int, cfg: DefaultModelConfig) -> None:
         super().__init__()
-        hiddens = positive_ints(cfg.fcnet_hiddens, "fcnet_hiddens")
-        self.net = mlp(input_dim, cfg, "fcnet")
-        self.output_dim = hiddens[-1] if hiddens else input_dim
+        self.net = mlp(input_dim, cfg, "fcnet")  # Checks fcnet_hiddens.
+        self.output_dim = cfg.fcnet_hiddens[-1] if cfg.fcnet_hiddens else input_dim
 
     def forward(self, obs: torch.Tensor, state_in: Any = None) -> tuple[torch.Tensor, dict]:
         return self.net(obs.float()), {}
@@ -140,15 +139,13 @@ def _conv_entry(entry: Any, index: int) -> tuple[int, tuple[int, int], tuple[int
     """Validate one conv_filters entry: num_filters, kernel, stride(, padding)."""
     def pair(v: Any) -> tuple[int, int] | None:
         v = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (list, tuple)) else ()
-        ok = len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                 for x in v)
-        return v if ok else None
+        return v if len(v) == 2 and all(is_positive_int(x) for x in v) else None
 
     ok = isinstance(entry, (list, tuple)) and len(entry) in (3, 4)
     if ok:
         num_filters, kernel, stride = entry[0], pair(entry[1]), pair(entry[2])
         padding = entry[3] if len(entry) == 4 else "same"
-        ok = (isinstance(num_filters, int) and num_filters > 0 and kernel and stride and (
+        ok = (is_positive_int(num_filters) and kernel and stride and (
             padding in ("same", "valid") or (isinstance(padding, int) and padding >= 0)))
     if not ok:
         raise ValueError(

@@ -8,11 +8,11 @@ policy (near-uniform initial actions) and gain 1 for the value function.
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
 
 from rlmodules.default_model_config import DefaultModelConfig
+from rlmodules.distributions import default_dist_cls
 from rlmodules.layers import mlp, orthogonal_init
 
 
@@ -27,19 +27,16 @@ class PolicyHead(nn.Module):
     def __init__(self, input_dim: int, action_space: gym.Space, cfg: DefaultModelConfig) -> None:
         super().__init__()
         self.is_box = isinstance(action_space, gym.spaces.Box)
-        if isinstance(action_space, gym.spaces.Discrete):
-            out_dim = int(action_space.n)
-        elif isinstance(action_space, gym.spaces.MultiDiscrete):
-            out_dim = int(np.sum(action_space.nvec))
-        elif self.is_box and len(action_space.shape) == 1:
-            out_dim = int(action_space.shape[0]) * (1 if cfg.free_log_std else 2)
-        else:
+        if not (isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) or (
+                self.is_box and len(action_space.shape) == 1)):
             raise ValueError(
                 f"The default models support Discrete, MultiDiscrete and 1D Box actions, got "
                 f"{action_space!r}; write a custom RLModule (and distribution) for it.")
         if cfg.free_log_std and not self.is_box:
             raise ValueError(f"model_config['free_log_std'] = True needs Box actions, got "
                              f"{action_space!r}; set it to False.")
+        out_dim = default_dist_cls(action_space).required_input_dim(action_space)
+        out_dim //= 2 if cfg.free_log_std else 1  # The log-stds are then a parameter.
         self.net = mlp(input_dim, cfg, "head_fcnet", out_dim, orthogonal_init(0.01))
         self.log_std = nn.Parameter(torch.zeros(out_dim)) if cfg.free_log_std else None
         self.log_std_clip = float(cfg.log_std_clip_param)

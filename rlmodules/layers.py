@@ -74,7 +74,7 @@ def _init_fn(cfg: DefaultModelConfig, key: str) -> Callable[[torch.Tensor], Any]
 
 def positive_int(value: Any, key: str) -> int:
     """``value`` if it is a positive int, else an error naming ``key``."""
-    if not _is_positive_int(value):
+    if not is_positive_int(value):
         raise ValueError(f"model_config['{key}'] = {value!r}; expected a positive int.")
     return value
 
@@ -82,12 +82,12 @@ def positive_int(value: Any, key: str) -> int:
 def positive_ints(values: Any, key: str) -> list[int]:
     """``values`` as a list of positive ints, or an error naming ``key``."""
     if isinstance(values, str) or not isinstance(values, Sequence) or not all(
-            _is_positive_int(v) for v in values):
+            is_positive_int(v) for v in values):
         raise ValueError(f"model_config['{key}'] = {values!r}; expected a list of positive ints.")
     return list(values)
 
 
-def _is_positive_int(value: Any) -> bool:
+def is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 

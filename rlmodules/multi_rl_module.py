@@ -78,12 +78,10 @@ class MultiRLModule(TorchRLModule):
         self.rl_module_specs[module_id] = spec_of(module)
 
     def remove_module(self, module_id: str, *, raise_err_if_not_found: bool = True) -> None:
-        if module_id in self._rl_modules:
+        if module_id in self or raise_err_if_not_found:
+            self[module_id]  # Raises a KeyError that names the IDs this module holds.
             del self._rl_modules[module_id]
             self.rl_module_specs.pop(module_id, None)
-        elif raise_err_if_not_found:
-            raise KeyError(f"Module ID '{module_id}' not in {type(self).__name__}; it holds "
-                           f"{list(self.keys())}.")
 
     # ---- forward passes ---------------------------------------------------------------------
 
@@ -99,10 +97,7 @@ class MultiRLModule(TorchRLModule):
     def _per_module(self, method: str, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         if type(self)._forward is not RLModule._forward:  # A subclass' own _forward wins.
             return self._forward(batch, **kwargs)
-        for module_id in batch:
-            self[module_id]  # Raises a KeyError that names the IDs this module holds.
-        return {mid: getattr(self._rl_modules[mid], method)(b, **kwargs)
-                for mid, b in batch.items()}
+        return {mid: getattr(self[mid], method)(b, **kwargs) for mid, b in batch.items()}
 
     def _check_action_outputs(self, out: Any, method: str) -> None:
         for module_id, module_out in out.items():
@@ -121,8 +116,7 @@ class MultiRLModule(TorchRLModule):
             self[module_id].set_state(module_state)
 
     def get_ctor_args(self) -> dict[str, Any]:
-        args = super().get_ctor_args()
-        del args["catalog_class"]
+        args = {k: v for k, v in super().get_ctor_args().items() if k != "catalog_class"}
         return {**args, "rl_module_specs": dict(self.rl_module_specs)}
 
     def as_multi_agent(self) -> "MultiRLModule":

@@ -20,6 +20,9 @@ from rlmodules.specs import check_spec
 if TYPE_CHECKING:
     from rlmodules.multi_rl_module import MultiRLModule
 
+# What every RLModule's constructor takes; RLModuleSpec fields of the same names feed it.
+CTOR_ARGS = ("observation_space", "action_space", "inference_only", "model_config", "catalog_class")
+
 # Keys a forward pass used for acting must return (``action_dist`` is the alpha API's name).
 _ACTION_KEYS = (Columns.ACTIONS, Columns.ACTION_DIST_INPUTS, Columns.ACTION_DIST)
 
@@ -54,8 +57,7 @@ class RLModule:
         if kwargs:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword argument(s) {sorted(kwargs)}; "
-                "an RLModule takes observation_space, action_space, inference_only, "
-                "model_config and catalog_class.")
+                f"an RLModule takes {', '.join(CTOR_ARGS)}.")
         self.observation_space = observation_space
         self.action_space = action_space
         self.inference_only = bool(inference_only)
@@ -105,14 +107,10 @@ class RLModule:
             "_forward_exploration/_forward_inference/_forward_train(); implement _forward() "
             "or the one that was called.")
 
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return self._forward(batch, **kwargs)
-
-    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return self._forward(batch, **kwargs)
-
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._forward(batch, **kwargs)
+
+    _forward_exploration = _forward_inference = _forward_train
 
     def _to_tensors(self, batch: dict[str, Any]) -> dict[str, Any]:
         return batch
@@ -127,23 +125,12 @@ class RLModule:
 
     # ---- alpha API I/O specs: override to have batches and outputs checked -----------------
 
-    def input_specs_exploration(self) -> Any:
-        return None
-
-    def input_specs_inference(self) -> Any:
-        return None
-
     def input_specs_train(self) -> Any:
+        """A ``rlmodules.specs.SpecType`` the batch or output must match; None: unchecked."""
         return None
 
-    def output_specs_exploration(self) -> Any:
-        return None
-
-    def output_specs_inference(self) -> Any:
-        return None
-
-    def output_specs_train(self) -> Any:
-        return None
+    input_specs_exploration = input_specs_inference = input_specs_train
+    output_specs_exploration = output_specs_inference = output_specs_train = input_specs_train
 
     def _check_specs(self, method: str, data: Any) -> None:
         spec = getattr(self, method)()
@@ -152,14 +139,10 @@ class RLModule:
 
     # ---- action distributions ---------------------------------------------------------------
 
-    def get_inference_action_dist_cls(self) -> type[TorchDistribution]:
-        return default_dist_cls(self.action_space)
-
-    def get_exploration_action_dist_cls(self) -> type[TorchDistribution]:
-        return default_dist_cls(self.action_space)
-
     def get_train_action_dist_cls(self) -> type[TorchDistribution]:
         return default_dist_cls(self.action_space)
+
+    get_inference_action_dist_cls = get_exploration_action_dist_cls = get_train_action_dist_cls
 
     # ---- recurrent state --------------------------------------------------------------------
 
@@ -184,13 +167,7 @@ class RLModule:
 
     def get_ctor_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this module (what checkpoints record)."""
-        return {
-            "observation_space": self.observation_space,
-            "action_space": self.action_space,
-            "inference_only": self.inference_only,
-            "model_config": self.model_config,
-            "catalog_class": self.catalog_class,
-        }
+        return {name: getattr(self, name) for name in CTOR_ARGS}
 
     def save_to_path(self, path: str | os.PathLike | None = None) -> str:
         """Write a checkpoint directory atomically (a new temp dir if ``path`` is None)."""
@@ -215,13 +192,13 @@ class RLModule:
         return module
 
     multi_agent_class: type["MultiRLModule"]
-    """What ``as_multi_agent`` wraps modules in; rlmodules.multi_rl_module sets it."""
+    """What ``as_multi_agent`` wraps modules in; rlmodules.multi_rl_module sets it (it
+    imports this module, so this one cannot import it)."""
 
     def as_multi_agent(self) -> "MultiRLModule":
         """This module inside a MultiRLModule under DEFAULT_MODULE_ID."""
         multi = self.multi_agent_class(observation_space=self.observation_space,
-                              action_space=self.action_space,
-                              inference_only=self.inference_only)
+                              action_space=self.action_space, inference_only=self.inference_only)
         multi.add_module(DEFAULT_MODULE_ID, self)
         return multi
 
@@ -245,10 +222,7 @@ class RLModuleSpec:
                 f"RLModuleSpec.build(): {', '.join(missing)} not set. Pass them to the spec, "
                 "or hand the spec to an algorithm config, which fills them from the env and "
                 "its default module.")
-        return self.module_class(
-            observation_space=self.observation_space, action_space=self.action_space,
-            inference_only=self.inference_only, model_config=self.model_config,
-            catalog_class=self.catalog_class)
+        return self.module_class(**{name: getattr(self, name) for name in CTOR_ARGS})
 
     def update(self, other: "RLModuleSpec", override: bool = True) -> None:
         """Take ``other``'s set fields; with ``override=False`` only where ours are None."""

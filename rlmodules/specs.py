@@ -55,10 +55,6 @@ class TensorSpec:
         if self.dtype is not None and value.dtype != self.dtype:
             raise SpecCheckError(f"{where}: expected dtype {self.dtype}, got {value.dtype}.")
 
-    def __repr__(self) -> str:
-        fixed = "".join(f", {k}={v}" for k, v in self.dims.items())
-        return f"{type(self).__name__}('{', '.join(self.names)}'{fixed})"
-
 
 class TorchTensorSpec(TensorSpec):
     """A TensorSpec that also requires a ``torch.Tensor``."""

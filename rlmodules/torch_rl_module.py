@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rlmodules.rl_module import RLModule
+from rlmodules.tree import map_tree
 
 
 class TorchRLModule(nn.Module, RLModule):
@@ -51,14 +52,15 @@ class TorchRLModule(nn.Module, RLModule):
             raise KeyError(
                 f"{name}.set_state(): the state has parameter(s) this module does not, e.g. "
                 f"{unexpected[:3]}. Was it saved from a different module class or config?")
+        for key, tensor in own.items():  # Check all before copying any.
+            if tuple(state[key].shape) != tuple(tensor.shape):
+                raise ValueError(
+                    f"{name}.set_state(): parameter '{key}' has shape {tuple(tensor.shape)} in "
+                    f"the module but {tuple(state[key].shape)} in the state. Build the module "
+                    "with the model_config the state was saved with.")
         with torch.no_grad():
             for key, tensor in own.items():
                 value = state[key]
-                if tuple(value.shape) != tuple(tensor.shape):
-                    raise ValueError(
-                        f"{name}.set_state(): parameter '{key}' has shape {tuple(tensor.shape)} "
-                        f"in the module but {tuple(value.shape)} in the state. Build the module "
-                        "with the model_config the state was saved with.")
                 if isinstance(value, np.ndarray) and tensor.device.type == "cpu":
                     # Straight into the tensor's memory: no temporary tensor, and no torch
                     # warning for the read-only arrays that come out of Ray's object store.
@@ -72,10 +74,8 @@ class TorchRLModule(nn.Module, RLModule):
 
 def to_tensors(batch: Any) -> Any:
     """numpy arrays (also inside dicts) to torch tensors, float64 as float32; the rest as is."""
-    if isinstance(batch, np.ndarray):
-        if batch.dtype == np.float64:
-            batch = batch.astype(np.float32)
-        return torch.from_numpy(batch)
-    if isinstance(batch, dict):
-        return {k: to_tensors(v) for k, v in batch.items()}
-    return batch
+    def leaf(x: Any) -> Any:
+        if not isinstance(x, np.ndarray):
+            return x
+        return torch.from_numpy(x.astype(np.float32) if x.dtype == np.float64 else x)
+    return map_tree(leaf, batch)

@@ -103,9 +103,8 @@ class ActionSampler:
 
     def _get_dist_cls(self, explore: bool) -> type:
         if explore not in self._dist_cls:
-            getter = (self.module.get_exploration_action_dist_cls if explore
-                      else self.module.get_inference_action_dist_cls)
-            self._dist_cls[explore] = getter()
+            self._dist_cls[explore] = (self.module.get_exploration_action_dist_cls if explore
+                                       else self.module.get_inference_action_dist_cls)()
         return self._dist_cls[explore]
 
     def _action_array(self, actions: Any, batch_size: int) -> np.ndarray:

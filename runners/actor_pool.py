@@ -113,17 +113,16 @@ class ActorPool:
         """Indices of the actors that take calls, in order."""
         return [index for index in sorted(self.actors) if index not in self.starting]
 
-    def poll_starting(self, timeout_s: float = 0.0) -> list[int]:
-        """Take in the restarted actors that are up within ``timeout_s``; returns those still
-        starting (a failed start goes to ``on_failure``)."""
+    def poll_starting(self, timeout_s: float = 0.0) -> None:
+        """Take in the restarted actors that are up within ``timeout_s`` (a failed start goes
+        to ``on_failure``)."""
         probes = {start.ref: index for index, start in self.starting.items()}
         if probes:
             ready, _ = ray.wait(list(probes), num_returns=len(probes), timeout=timeout_s)
             for ref in ready:
-                self.took_start(probes[ref])
-        return sorted(self.starting)
+                self._took_start(probes[ref])
 
-    def took_start(self, index: int) -> None:
+    def _took_start(self, index: int) -> None:
         """Actor ``index``'s first call answered: it is up, or it failed (``on_failure``)."""
         start = self.starting.pop(index)
         try:
@@ -188,7 +187,7 @@ class ActorPool:
         if not ready:
             return None
         if ready[0] in probes:
-            self.took_start(probes[ready[0]])
+            self._took_start(probes[ready[0]])
             return probes[ready[0]]
         call = self.in_flight.pop(requests[ready[0]].index)
         try:

@@ -11,10 +11,9 @@ from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 
-from rlmodules import MultiRLModuleSpec, RLModuleSpec
+from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
 
 Check = tuple[Callable[[Any], bool], str]  # A test of a value and what it asks for.
-
 
 
 def is_int(v: Any) -> bool:
@@ -55,8 +54,6 @@ def check_setting(owner: str, declared: Field, value: Any) -> None:
 
 
 def default_policy_mapping_fn(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
-    from rlmodules import DEFAULT_MODULE_ID
-
     return DEFAULT_MODULE_ID
 
 

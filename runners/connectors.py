@@ -53,6 +53,11 @@ def make_connector(config: Any, env: Any) -> EnvToModuleConnector | None:
     return factory(env) if factory else None
 
 
+def observed_space(connector: EnvToModuleConnector | None, space: gym.Space) -> gym.Space:
+    """What the module sees of an env observation space: after the connector, if any."""
+    return connector.recompute_observation_space(space) if connector else space
+
+
 def _flatten_batch(obs: Any, space: gym.Space) -> np.ndarray:
     if isinstance(space, (spaces.Box, spaces.MultiBinary)):
         obs = np.asarray(obs, dtype=np.float32)

@@ -1,8 +1,4 @@
-"""Env runners: act in envs with an inference-only MultiRLModule and return Fragments.
-
-``EnvRunner`` holds what every runner shares (seeding, module and weights, metrics, state,
-whole-episode sampling); ``SingleAgentEnvRunner`` steps copies of a gymnasium env.
-"""
+"""Env runners: act in envs with an inference-only MultiRLModule and return Fragments."""
 
 from __future__ import annotations
 
@@ -18,9 +14,9 @@ from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModule
 from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
-from runners.connectors import batch_observations, make_connector
+from runners.connectors import batch_observations, make_connector, observed_space
 from runners.env_registry import EnvError, env_creator
-from runners.fragment import Episode, EpisodePiece, Fragment, concat_fragments
+from runners.fragment import Episode, Fragment, concat_fragments
 from runners.metrics import RunnerMetrics
 from runners.module_spec import fill_module_spec
 from runners.vector_env import EnvVector
@@ -33,7 +29,8 @@ _MAX_ENV_ERRORS_PER_EPISODE = 10
 
 
 class EnvRunner:
-    """Base of the single- and multi-agent runners.
+    """What the single- and multi-agent runners share: seeding, module and weights, metrics,
+    state and whole-episode sampling.
 
     ``worker_index`` 0 is the in-process runner; remote runners are 1..N. Each derives its own
     seed (``seed + 1000 * worker_index``, env ``i`` adding ``i``) and seeds torch with it.
@@ -42,6 +39,7 @@ class EnvRunner:
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         self.config = config
         self.worker_index = worker_index
+        self.num_envs = config.num_envs_per_env_runner
         if worker_index > 0:  # A Ray actor: its own process, sized by num_cpus_per_env_runner.
             torch.set_num_threads(config.num_torch_threads)
         self.seed = None if config.seed is None else config.seed + 1000 * worker_index
@@ -52,14 +50,6 @@ class EnvRunner:
         self.connector: Any = None
         self.module: MultiRLModule | None = None
         self._make_env = env_creator(config.env)
-
-    @property
-    def num_envs(self) -> int:
-        return self.config.num_envs_per_env_runner
-
-    def _module_observation_space(self, space: gym.Space) -> gym.Space:
-        """What the module sees of an env observation space: after the connector, if any."""
-        return self.connector.recompute_observation_space(space) if self.connector else space
 
     def _build_module(self, env: Any) -> MultiRLModule:
         """The inference-only module for ``env``'s spaces as the connector presents them."""
@@ -80,9 +70,8 @@ class EnvRunner:
             raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
         if num_episodes is not None:
             return self._sample_episodes(num_episodes, explore, random_actions)
-        if num_timesteps is None:
-            num_timesteps = self.config.rollout_fragment_length * self.num_envs
-        steps = max(1, math.ceil(num_timesteps / self.num_envs))
+        steps = self.config.rollout_fragment_length if num_timesteps is None else \
+            max(1, math.ceil(num_timesteps / self.num_envs))
         return self._collect(steps, explore, random_actions)[0]
 
     def _sample_episodes(self, num_episodes: int, explore: bool,
@@ -90,14 +79,14 @@ class EnvRunner:
         self._start_new_episodes()
         pieces: dict[tuple, list[Fragment]] = {}  # (episode_id, agent_id) -> in order
         ended: list[str] = []
-        errors_before = self.metrics.env_errors_lifetime
+        errors_before = self.metrics.lifetime["num_env_errors_lifetime"]
         while len(ended) < num_episodes:
             fragments, ended_now = self._collect(self.config.rollout_fragment_length, explore,
                                                  random_actions)
             for fragment in fragments:
                 pieces.setdefault((fragment.episode_id, fragment.agent_id), []).append(fragment)
             ended += ended_now
-            errors = self.metrics.env_errors_lifetime - errors_before
+            errors = self.metrics.lifetime["num_env_errors_lifetime"] - errors_before
             if errors > _MAX_ENV_ERRORS_PER_EPISODE * (num_episodes + 1):
                 raise EnvError(f"EnvRunner {self.worker_index}: the env raised in {errors} "
                                f"episodes while {len(ended)} of {num_episodes} completed; see "
@@ -118,7 +107,7 @@ class EnvRunner:
         returned (the caller starts a new one)."""
         logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
                        "env rebuilt: %r", self.worker_index, env_index, err)
-        self.metrics.add_env_error()
+        self.metrics.count("num_env_errors", 1)
 
     # ---- weights, metrics, state ------------------------------------------------------------
 
@@ -168,7 +157,7 @@ class SingleAgentEnvRunner(EnvRunner):
         self.connector = make_connector(config, self.env.envs[0])
         self._raw_space = self.env.single_observation_space
         self._obs_shape, self._obs_dtype = observation_layout(
-            self._module_observation_space(self._raw_space), env_name=config.env)
+            observed_space(self.connector, self._raw_space), env_name=config.env)
         self.module = self._build_module(self.env.envs[0])
         sub_module = self.module[DEFAULT_MODULE_ID]
         self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space)
@@ -192,7 +181,7 @@ class SingleAgentEnvRunner(EnvRunner):
             buf[Columns.STATE_IN] = {k: np.empty((T, *v.shape), v.numpy().dtype)
                                      for k, v in self._state.items()}
         module_cols: dict[str, np.ndarray] | None = None  # Allocated after the first forward.
-        pieces: list[EpisodePiece] = []
+        pieces: list[tuple[Fragment, tuple]] = []  # With its rows' index into the buffers.
         ended: list[str] = []
         forward, to_env, step_envs = self._forward_fn(explore), self._sampler.to_env, self.env.step
         for t in range(T):
@@ -214,7 +203,7 @@ class SingleAgentEnvRunner(EnvRunner):
             obs[t + 1] = self._to_module(next_obs)
             if final_obs or errors:
                 self._end_episodes(t, final_obs, errors, buf, pieces, ended)
-        self.metrics.add_steps(T * N)
+        self.metrics.count("num_env_steps_sampled", T * N)
         if explore:
             self._sampler.add_logp(module_cols, (T, N))
         buf.update(module_cols)
@@ -223,12 +212,13 @@ class SingleAgentEnvRunner(EnvRunner):
             if episode.start < T:  # The episode goes on in the next call.
                 pieces.append(self._end_piece(episode, T, rewards, obs[T, episode.env_index]))
             episode.start = 0
-        return [p.to_fragment(DEFAULT_MODULE_ID,
-                              map_tree(lambda v: v[p.start:p.stop, p.env_index], buf))
-                for p in pieces], ended
+        for fragment, rows in pieces:  # Every column is filled now.
+            fragment.columns = map_tree(lambda v: v[rows], buf)
+        return [fragment for fragment, _ in pieces], ended
 
     def _end_episodes(self, t: int, final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
-                      buf: dict[str, Any], pieces: list[EpisodePiece], ended: list[str]) -> None:
+                      buf: dict[str, Any], pieces: list[tuple[Fragment, tuple]],
+                      ended: list[str]) -> None:
         """Close the episodes step ``t`` ended or lost to an env error; new ones start at t+1."""
         for i, err in errors:
             self._drop_failed_episode(i, err)
@@ -245,11 +235,11 @@ class SingleAgentEnvRunner(EnvRunner):
 
     @staticmethod
     def _end_piece(episode: Episode, stop: int, rewards: np.ndarray, last_obs: np.ndarray,
-                   terminated: bool = False, truncated: bool = False) -> EpisodePiece:
+                   terminated: bool = False, truncated: bool = False) -> tuple[Fragment, tuple]:
         """The episode's rows up to ``stop`` in this call, their steps added to the episode."""
-        episode.add_steps(stop - episode.start,
-                          rewards[episode.start:stop, episode.env_index].sum())
-        return episode.piece(stop, last_obs, terminated, truncated)
+        rows = (slice(episode.start, stop), episode.env_index)
+        episode.add_steps(stop - episode.start, rewards[rows].sum())
+        return episode.fragment(DEFAULT_MODULE_ID, {}, last_obs, terminated, truncated), rows
 
     def _forward_fn(self, explore: bool) -> Callable[[dict], dict]:
         """The sub-module's forward_exploration/forward_inference, batch -> output."""

@@ -1,8 +1,9 @@
-"""What env runners track and hand over: the open ``Episode`` of each env, the pieces of it
-a sample() call cut (``EpisodePiece``), and those pieces as ``Fragment``s for learners."""
+"""What env runners track and hand over: the open ``Episode`` of each env, and the pieces of
+it a sample() call cut as ``Fragment``s for learners."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Hashable
@@ -65,37 +66,14 @@ class Episode:
         self.length += num_steps
         self.episode_return += float(reward)
 
-    def piece(self, stop: int, last_obs: np.ndarray, terminated: bool = False,
-              truncated: bool = False, agent_id: Hashable | None = None) -> EpisodePiece:
-        """Buffer rows ``start..stop-1`` of this episode (of ``agent_id``'s buffer if set)."""
-        return EpisodePiece(self.id_, self.env_index, agent_id, self.start, stop, last_obs,
-                            terminated, truncated)
-
-
-@dataclass
-class EpisodePiece:
-    """Where one piece of an episode lies in a runner's buffers, and how it ends; a Fragment
-    once the sample() call has filled every column."""
-
-    episode_id: str
-    env_index: int
-    agent_id: Hashable | None
-    start: int
-    stop: int
-    last_obs: np.ndarray
-    terminated: bool
-    truncated: bool
-
-    def to_fragment(self, module_id: str, columns: dict[str, Any]) -> Fragment:
-        return Fragment(module_id=module_id, agent_id=self.agent_id, episode_id=self.episode_id,
-                        columns=columns, last_obs=self.last_obs, terminated=self.terminated,
-                        truncated=self.truncated)
+    def fragment(self, module_id: str, columns: dict[str, Any], last_obs: np.ndarray,
+                 terminated: bool = False, truncated: bool = False,
+                 agent_id: Hashable | None = None) -> Fragment:
+        """A Fragment of this episode (the runner may fill its columns in later)."""
+        return Fragment(module_id, agent_id, self.id_, columns, last_obs, terminated, truncated)
 
 
 def concat_fragments(pieces: list[Fragment]) -> Fragment:
     """Consecutive pieces of one agent's trajectory as one fragment (ends as the last piece)."""
-    first, last = pieces[0], pieces[-1]
     columns = map_tree(lambda *parts: np.concatenate(parts), *(p.columns for p in pieces))
-    return Fragment(module_id=first.module_id, agent_id=first.agent_id,
-                    episode_id=first.episode_id, columns=columns, last_obs=last.last_obs,
-                    terminated=last.terminated, truncated=last.truncated)
+    return dataclasses.replace(pieces[-1], columns=columns)

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 WINDOW = 100  # Episode means, min and max are over this many most recent episodes.
+COUNTS = ("num_env_steps_sampled", "num_episodes", "num_env_errors")  # Each also "..._lifetime".
 
 
 class RunnerMetrics:
@@ -23,15 +24,13 @@ class RunnerMetrics:
         self._lengths: deque[int] = deque(maxlen=WINDOW)
         self._new_returns: list[float] = []  # Episodes completed since the last reduce().
         self._new_lengths: list[int] = []
-        self._steps = 0  # Since the last reduce().
-        self._env_errors = 0
-        self.steps_lifetime = 0
-        self.episodes_lifetime = 0
-        self.env_errors_lifetime = 0
+        self._counts = dict.fromkeys(COUNTS, 0)  # Since the last reduce().
+        self.lifetime = {f"{key}_lifetime": 0 for key in COUNTS}
 
-    def add_steps(self, n: int) -> None:
-        self._steps += n
-        self.steps_lifetime += n
+    def count(self, key: str, n: int) -> None:
+        """Add ``n`` to the ``key`` count (one of ``COUNTS``) and its lifetime total."""
+        self._counts[key] += n
+        self.lifetime[f"{key}_lifetime"] += n
 
     def add_episode(self, episode_return: float, length: int) -> None:
         episode_return, length = float(episode_return), int(length)
@@ -39,20 +38,15 @@ class RunnerMetrics:
         self._lengths.append(length)
         self._new_returns.append(episode_return)
         self._new_lengths.append(length)
-        self.episodes_lifetime += 1
-
-    def add_env_error(self) -> None:
-        self._env_errors += 1
-        self.env_errors_lifetime += 1
+        self.count("num_episodes", 1)
 
     def merge(self, reduced: dict[str, Any]) -> None:
         """Count what another ``RunnerMetrics.reduce()`` reported (its new episodes in order)."""
-        self.add_steps(reduced["num_env_steps_sampled"])
         for episode_return, length in zip(reduced["episode_returns"],
                                           reduced["episode_lengths"]):
             self.add_episode(episode_return, length)
-        self._env_errors += reduced["num_env_errors"]
-        self.env_errors_lifetime += reduced["num_env_errors"]
+        self.count("num_env_steps_sampled", reduced["num_env_steps_sampled"])
+        self.count("num_env_errors", reduced["num_env_errors"])
 
     def reduce(self) -> dict[str, Any]:
         """The metrics dict; restarts the since-last-call counts.
@@ -69,31 +63,20 @@ class RunnerMetrics:
             "episode_len_mean": sum(lengths) / len(lengths) if lengths else math.nan,
             "episode_returns": self._new_returns,
             "episode_lengths": self._new_lengths,
-            "num_episodes": len(self._new_returns),
-            "num_env_steps_sampled": self._steps,
-            "num_env_errors": self._env_errors,
-            "num_env_steps_sampled_lifetime": self.steps_lifetime,
-            "num_episodes_lifetime": self.episodes_lifetime,
-            "num_env_errors_lifetime": self.env_errors_lifetime,
+            **self._counts, **self.lifetime,
         }
         self._new_returns, self._new_lengths = [], []
-        self._steps = self._env_errors = 0
+        self._counts = dict.fromkeys(COUNTS, 0)
         return out
 
     def get_state(self) -> dict[str, Any]:
         """Lifetime counters and the episode window (not the since-last-call counts)."""
-        return {"num_env_steps_sampled_lifetime": self.steps_lifetime,
-                "num_episodes_lifetime": self.episodes_lifetime,
-                "num_env_errors_lifetime": self.env_errors_lifetime,
-                "episode_return_window": list(self._returns),
+        return {**self.lifetime, "episode_return_window": list(self._returns),
                 "episode_len_window": list(self._lengths)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load any subset of ``get_state()``'s keys."""
-        self.steps_lifetime = int(state.get("num_env_steps_sampled_lifetime", self.steps_lifetime))
-        self.episodes_lifetime = int(state.get("num_episodes_lifetime", self.episodes_lifetime))
-        self.env_errors_lifetime = int(state.get("num_env_errors_lifetime",
-                                                 self.env_errors_lifetime))
+        self.lifetime.update({key: int(state[key]) for key in self.lifetime if key in state})
         if "episode_return_window" in state:
             returns, lengths = state["episode_return_window"], state["episode_len_window"]
             if len(returns) != len(lengths):

@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
 from runners.config import EnvRunnerConfig
-from runners.connectors import make_connector
+from runners.connectors import make_connector, observed_space
 from runners.env_registry import make_env
 from runners.multi_agent_env import MultiAgentEnv
 
@@ -34,20 +34,17 @@ def complete_module_spec(config: EnvRunnerConfig,
 def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
                      module_ids: list[str] | None = None) -> MultiRLModuleSpec:
     """``complete_module_spec`` for an env (and connector) the caller already built."""
-    agent_spaces = _agent_spaces(env, connector)
-    if isinstance(env, MultiAgentEnv):
-        mapping = {aid: config.policy_mapping_fn(aid, None) for aid in env.possible_agents}
-    else:
-        mapping = {None: DEFAULT_MODULE_ID}
     user = config.rl_module_spec
     if user is None:
         raise ValueError("EnvRunnerConfig.rl_module_spec is None; pass an RLModuleSpec (or "
                          "MultiRLModuleSpec) with module_class set.")
     if isinstance(user, RLModuleSpec):  # One spec shared by every module id.
         user = MultiRLModuleSpec(rl_module_specs=user)
+    multi_agent = isinstance(env, MultiAgentEnv)
+    mapping = {aid: config.policy_mapping_fn(aid, None) for aid in env.possible_agents} \
+        if multi_agent else {None: DEFAULT_MODULE_ID}
     ids = module_ids or config.module_ids or list(dict.fromkeys(mapping.values()))
     specs = {mid: dataclasses.replace(spec) for mid, spec in user.module_specs(ids).items()}
-    env_name = getattr(config.env, "__name__", config.env)
     for agent_id, module_id in mapping.items():
         if module_id not in specs:
             who = "A single-agent env acts with" if agent_id is None else \
@@ -55,21 +52,23 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
             raise ValueError(f"{who} module '{module_id}', but the module spec only defines "
                              f"{sorted(specs)}. Add a spec for '{module_id}'"
                              + (" or change the mapping." if agent_id is not None else "."))
+    env_name = getattr(config.env, "__name__", config.env)
     for module_id, spec in specs.items():
-        agents = [aid for aid, mid in mapping.items() if mid == module_id]
-        if not agents and isinstance(env, MultiAgentEnv):
-            if spec.observation_space is None or spec.action_space is None:
-                raise ValueError(
-                    f"Module '{module_id}' has no agent mapped to it by policy_mapping_fn "
-                    f"(agents map to {sorted(set(mapping.values()))}), so its spaces cannot be "
-                    "read from the env; set observation_space and action_space in its "
-                    "RLModuleSpec.")
-            continue
-        for agent_id in agents or [None]:
-            obs_space, act_space = agent_spaces[agent_id]
-            who = f"env {env_name!r}" + (f", agent {agent_id!r}" if agent_id is not None else "")
-            spec.observation_space = _fit(spec.observation_space, obs_space, "observation_space",
-                                          module_id, spec, who)
+        agents = [aid for aid, mid in mapping.items() if mid == module_id] if multi_agent \
+            else [None]  # A single-agent env's spaces fit every module.
+        if not agents and (spec.observation_space is None or spec.action_space is None):
+            raise ValueError(
+                f"Module '{module_id}' has no agent mapped to it by policy_mapping_fn "
+                f"(agents map to {sorted(set(mapping.values()))}), so its spaces cannot be "
+                "read from the env; set observation_space and action_space in its "
+                "RLModuleSpec.")
+        for agent_id in agents:
+            obs_space, act_space = (env.get_observation_space(agent_id),
+                                    env.get_action_space(agent_id)) if multi_agent \
+                else (env.observation_space, env.action_space)
+            who = f"env {env_name!r}" + (f", agent {agent_id!r}" if multi_agent else "")
+            spec.observation_space = _fit(spec.observation_space, observed_space(
+                connector, obs_space), "observation_space", module_id, spec, who)
             spec.action_space = _fit(spec.action_space, act_space, "action_space",
                                      module_id, spec, who)
     return dataclasses.replace(user, rl_module_specs=specs)
@@ -88,17 +87,6 @@ def spaces_fit(a: gym.Space, b: gym.Space) -> bool:
     if isinstance(a, spaces.Tuple):
         return len(a) == len(b) and all(spaces_fit(x, y) for x, y in zip(a, b))
     return a.shape == b.shape
-
-
-def _agent_spaces(env: Any, connector: Any) -> dict[Any, tuple[gym.Space, gym.Space]]:
-    """(module-side observation space, action space) per agent id (None: single-agent)."""
-    def observed(space: gym.Space) -> gym.Space:
-        return connector.recompute_observation_space(space) if connector else space
-
-    if isinstance(env, MultiAgentEnv):
-        return {aid: (observed(env.get_observation_space(aid)), env.get_action_space(aid))
-                for aid in env.possible_agents}
-    return {None: (observed(env.observation_space), env.action_space)}
 
 
 def _fit(set_space: gym.Space | None, env_space: gym.Space, name: str, module_id: str,

@@ -12,10 +12,10 @@ from rlmodules import Columns
 from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
-from runners.connectors import batch_observations, make_connector
+from runners.connectors import batch_observations, make_connector, observed_space
 from runners.env_registry import rebuild_env, reset_env
 from runners.env_runner import EnvRunner, observation_layout, stateful_output
-from runners.fragment import Episode, EpisodePiece, Fragment
+from runners.fragment import Episode, Fragment
 from runners.multi_agent_env import MultiAgentEnv
 
 _INITIAL_ROWS = 64  # A track's buffers start this long and double when full.
@@ -24,13 +24,12 @@ _INITIAL_ROWS = 64  # A track's buffers start this long and double when full.
 class _Track:
     """One agent's open piece of an episode: growable [rows, ...] buffers, one row per action."""
 
-    def __init__(self, module_id: str, sampler: ActionSampler, explore: bool):
-        self.module_id = module_id
+    def __init__(self, sampler: ActionSampler, explore: bool):
+        self.module_id = sampler.module_id
         self.sampler = sampler
         self.explore = explore
         self.buf: dict[str, Any] | None = None  # Allocated at the first row.
         self.rows = 0
-        self.waiting = False  # Acted, and the env has not sent its next observation yet.
 
     def add_row(self, batch: dict[str, Any], j: int) -> None:
         """Append row ``j`` of the batched ``batch`` columns."""
@@ -48,17 +47,17 @@ class _Track:
 
         map_tree(write, batch, self.buf)
         self.rows += 1
-        self.waiting = True
 
-    def fragment(self, piece: EpisodePiece) -> Fragment:
-        columns = map_tree(lambda v: v[piece.start:piece.stop], self.buf)
-        num_rows = piece.stop - piece.start
+    def fragment(self, episode: Episode, agent_id: Hashable, num_rows: int, last_obs: np.ndarray,
+                 terminated: bool = False, truncated: bool = False) -> Fragment:
+        """The first ``num_rows`` rows as ``agent_id``'s fragment of ``episode``."""
+        columns = map_tree(lambda v: v[:num_rows], self.buf)
         if self.explore:
             self.sampler.add_logp(columns, (num_rows,))
         last = np.arange(num_rows) == num_rows - 1
-        columns[Columns.TERMINATEDS] = last & piece.terminated
-        columns[Columns.TRUNCATEDS] = last & piece.truncated
-        return piece.to_fragment(self.module_id, columns)
+        columns[Columns.TERMINATEDS] = last & terminated
+        columns[Columns.TRUNCATEDS] = last & truncated
+        return episode.fragment(self.module_id, columns, last_obs, terminated, truncated, agent_id)
 
 
 @dataclass(eq=False)
@@ -86,8 +85,8 @@ class MultiAgentEnvRunner(EnvRunner):
         self.env: list[MultiAgentEnv] = [self._new_env() for _ in range(self.num_envs)]
         self.connector = make_connector(config, self.env[0])
         self._obs_dtypes = {  # agent id -> buffer dtype; also rejects spaces it cannot batch.
-            aid: observation_layout(self._module_observation_space(
-                self.env[0].get_observation_space(aid)), env_name=config.env)[1]
+            aid: observation_layout(observed_space(
+                self.connector, self.env[0].get_observation_space(aid)), env_name=config.env)[1]
             for aid in self.env[0].possible_agents}
         self.module = self._build_module(self.env[0])
         self._samplers = {mid: ActionSampler(m, mid, m.action_space)
@@ -121,7 +120,7 @@ class MultiAgentEnvRunner(EnvRunner):
             actions = self._act(explore, random_actions)
             for e, env_actions in enumerate(actions):
                 self._step(e, env_actions, fragments, ended)
-        self.metrics.add_steps(num_steps * self.num_envs)
+        self.metrics.count("num_env_steps_sampled", num_steps * self.num_envs)
         for episode in self._episodes:
             self._cut(episode, fragments)
         return fragments, ended
@@ -157,10 +156,7 @@ class MultiAgentEnvRunner(EnvRunner):
             for j, (episode, agent_id) in enumerate(members):
                 if next_states is not None:
                     episode.states[agent_id] = {k: v[j] for k, v in next_states.items()}
-                track = episode.tracks.get(agent_id)
-                if track is None:
-                    track = episode.tracks[agent_id] = _Track(mid, sampler, explore)
-                track.add_row(cols, j)
+                episode.tracks.setdefault(agent_id, _Track(sampler, explore)).add_row(cols, j)
                 actions[episode.env_index][agent_id] = env_actions[j]
         return actions
 
@@ -186,7 +182,7 @@ class MultiAgentEnvRunner(EnvRunner):
         episode.add_steps(1, sum(rewards.values()))
         for agent_id, reward in rewards.items():
             track = episode.tracks.get(agent_id)
-            if track is not None and track.rows:
+            if track is not None:
                 track.buf[Columns.REWARDS][track.rows - 1] += reward
         all_terminated = bool(terminateds.get("__all__", False))
         episode_done = all_terminated or bool(truncateds.get("__all__", False))
@@ -195,15 +191,13 @@ class MultiAgentEnvRunner(EnvRunner):
             episode.last_obs[agent_id] = self._to_module(self.env[e], agent_id, raw)
             if not (terminateds.get(agent_id) or truncateds.get(agent_id) or episode_done):
                 episode.obs[agent_id] = episode.last_obs[agent_id]
-            if agent_id in episode.tracks:
-                episode.tracks[agent_id].waiting = False
         for agent_id in list(episode.tracks):
             term = bool(terminateds.get(agent_id, all_terminated))
             trunc = bool(truncateds.get(agent_id, episode_done and not term))
             if term or trunc:
                 track = episode.tracks.pop(agent_id)
-                fragments.append(track.fragment(episode.piece(
-                    track.rows, episode.last_obs[agent_id], term, trunc, agent_id)))
+                fragments.append(track.fragment(episode, agent_id, track.rows,
+                                                episode.last_obs[agent_id], term, trunc))
         if episode_done:
             ended.append(episode.id_)
             self.metrics.add_episode(episode.get_return(), len(episode))
@@ -213,16 +207,14 @@ class MultiAgentEnvRunner(EnvRunner):
         """End of a sample() call: every open track up to its last row with a known next
         observation; a row still waiting for one moves into a fresh track for the next call."""
         for agent_id, track in list(episode.tracks.items()):
-            carry = 1 if track.waiting else 0
+            carry = int(agent_id not in episode.obs)  # Acted; its next obs has not come yet.
             if track.rows > carry:
                 last_obs = track.buf[Columns.OBS][track.rows - 1] if carry else \
                     episode.last_obs[agent_id]
-                fragments.append(track.fragment(episode.piece(track.rows - carry, last_obs,
-                                                              agent_id=agent_id)))
+                fragments.append(track.fragment(episode, agent_id, track.rows - carry, last_obs))
             del episode.tracks[agent_id]
             if carry:
-                fresh = episode.tracks[agent_id] = _Track(track.module_id, track.sampler,
-                                                          track.explore)
+                fresh = episode.tracks[agent_id] = _Track(track.sampler, track.explore)
                 fresh.add_row(map_tree(lambda v: v[track.rows - 1:track.rows], track.buf), 0)
 
     # ---- episodes, envs, observations -------------------------------------------------------
@@ -236,9 +228,9 @@ class MultiAgentEnvRunner(EnvRunner):
                 raise KeyError(f"policy_mapping_fn mapped agent {agent_id!r} to module "
                                f"'{module_id}', which the runner's MultiRLModule does not hold "
                                f"(it holds {list(self.module.keys())}).")
-            if agent_id not in episode.states and self._initial_states[module_id]:
-                episode.states[agent_id] = {k: torch.as_tensor(v) for k, v in
-                                            self._initial_states[module_id].items()}
+            if self._initial_states[module_id]:
+                episode.states[agent_id] = map_tree(torch.as_tensor,
+                                                    self._initial_states[module_id])
         return module_id
 
     def _to_module(self, env: MultiAgentEnv, agent_id: Hashable, raw: Any) -> np.ndarray:

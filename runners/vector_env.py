@@ -22,20 +22,16 @@ class EnvVector:
     def __init__(self, make: Callable[[], Any], num_envs: int):
         self._make = make
         self.envs = [self._new_env() for _ in range(num_envs)]
-        self.num_envs = num_envs
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
 
     def _new_env(self) -> gym.Env:
         env = self._make()
-        if isinstance(env, MultiAgentEnv):
-            raise TypeError(f"{type(env).__name__} is a MultiAgentEnv; SingleAgentEnvRunner "
-                            "needs a gymnasium.Env. Use MultiAgentEnvRunner (EnvRunnerGroup "
-                            "picks it by itself).")
-        if not isinstance(env, gym.Env):
-            raise TypeError(f"The env creator returned a {type(env).__name__}, not a "
-                            "gymnasium.Env.")
+        if isinstance(env, MultiAgentEnv) or not isinstance(env, gym.Env):
+            raise TypeError(f"The env creator returned a {type(env).__name__}; "
+                            "SingleAgentEnvRunner needs a gymnasium.Env. For a MultiAgentEnv use "
+                            "MultiAgentEnvRunner (EnvRunnerGroup picks it by itself).")
         return env
 
     def reset(self, seed: int | None = None) -> list[Any]:
