@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import torch
 
 from algorithms.algorithm_config import AlgorithmConfig
-from algorithms.checkpoints import (COMPONENTS, check_component, load_algorithm, read_component,
-                                    save_algorithm, select_components)
+from algorithms.checkpoints import (check_component, load_algorithm, read_component,
+                                    save_algorithm, select_algorithm_components)
 from learners import LearnerGroup, check_required_apis
 from rlmodules import DEFAULT_MODULE_ID, RLModule
 from runners import EnvRunnerGroup, Fragment
@@ -33,7 +33,7 @@ class Algorithm:
         learner_class = config.get_learner_class()
         check_required_apis(learner_class, self.module_spec, config.policies_to_train)
         self.training_iteration = 0
-        self._weights_seq_no = 0
+        self.weights_seq_no = 0  # Version of the weights the runners act with.
         self._module_copy: RLModule | None = None
         self.env_runner_group = EnvRunnerGroup(config.env_runner_config(self.module_spec))
         try:
@@ -79,16 +79,11 @@ class Algorithm:
 
     def sync_weights(self) -> None:
         """Put the learner's (inference-only) weights into every env runner."""
-        self._weights_seq_no += 1
+        self.weights_seq_no += 1
         weights = self.learner_group.get_weights(inference_only=True)
-        self.env_runner_group.sync_weights(weights, self._weights_seq_no)
+        self.env_runner_group.sync_weights(weights, self.weights_seq_no)
 
     # ---- access -----------------------------------------------------------------------------
-
-    @property
-    def weights_seq_no(self) -> int:
-        """Version of the weights the runners act with (one more per sync)."""
-        return self._weights_seq_no
 
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule | None:
         """The module with the learner's current weights; None if there is no such ID.
@@ -120,7 +115,7 @@ class Algorithm:
 
         Top-level components: "learner_group", "env_runner" and "counters".
         """
-        wanted = select_components(components)
+        wanted = select_algorithm_components(components)
         state: dict[str, Any] = {}
         if "learner_group" in wanted:
             state["learner_group"] = self.learner_group.get_state(
@@ -129,18 +124,15 @@ class Algorithm:
             state["env_runner"] = self.env_runner_group.get_state()
         if "counters" in wanted:
             state["counters"] = {"training_iteration": self.training_iteration,
-                                 "weights_seq_no": self._weights_seq_no}
+                                 "weights_seq_no": self.weights_seq_no}
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load a (possibly partial) state, then sync the learner's weights to every runner."""
-        unknown = set(state) - set(COMPONENTS)
-        if unknown:
-            raise KeyError(f"{type(self).__name__}.set_state(): unknown component(s) "
-                           f"{sorted(unknown)}; known: {list(COMPONENTS)}.")
+        select_algorithm_components(list(state))  # Names an unknown component.
         if "counters" in state:
             self.training_iteration = int(state["counters"]["training_iteration"])
-            self._weights_seq_no = int(state["counters"]["weights_seq_no"])
+            self.weights_seq_no = int(state["counters"]["weights_seq_no"])
         if "env_runner" in state:
             self.env_runner_group.set_state(state["env_runner"])
         if "learner_group" in state:

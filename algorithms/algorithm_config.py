@@ -17,7 +17,11 @@ import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Mapping
 
+import torch
+
+from learners import Learner
 from rlmodules import DEFAULT_MODULE_ID, DefaultModelConfig, MultiRLModuleSpec, RLModuleSpec
+from runners import complete_module_spec
 from runners.config import (NON_NEGATIVE, POSITIVE, UNIT, DebuggingSettings, EnvironmentSettings,
                             EnvRunnerConfig, EnvRunnersSettings, FaultToleranceSettings,
                             PolicyMappingSettings, check_setting, int_at_least, optional, setting)
@@ -236,18 +240,12 @@ class AlgorithmConfig:
 
     def get_multi_rl_module_spec(self) -> MultiRLModuleSpec:
         """The complete spec: one sub-spec per module, classes and spaces all filled in."""
-        from runners import complete_module_spec
-
         default = self.get_default_rl_module_spec()
         model_config = self.effective_model_config()
         user = self.rl_module_spec
-        if isinstance(user, MultiRLModuleSpec):
-            multi = dataclasses.replace(user)
-            specs = multi.module_specs(self.module_ids())
-        else:
-            multi = MultiRLModuleSpec()
-            specs = {mid: dataclasses.replace(user) if user else RLModuleSpec()
-                     for mid in self.module_ids()}
+        multi = dataclasses.replace(user) if isinstance(user, MultiRLModuleSpec) else \
+            MultiRLModuleSpec(rl_module_specs=user or RLModuleSpec())  # One spec for all IDs.
+        specs = multi.module_specs(self.module_ids())
         for mid in self.module_ids():  # Policies the user gave no spec for get the default.
             specs.setdefault(mid, RLModuleSpec())
         for spec in specs.values():
@@ -255,7 +253,7 @@ class AlgorithmConfig:
             if spec.model_config is None:
                 spec.model_config = copy.deepcopy(model_config)
         multi.rl_module_specs = specs
-        return complete_module_spec(self.env_runner_config(multi), self.module_ids())
+        return complete_module_spec(self.env_runner_config(multi))
 
     def get_rollout_fragment_length(self) -> int:
         """Vector steps per env per sample(); "auto": one sample() of all runners fills a batch."""
@@ -290,18 +288,12 @@ class AlgorithmConfig:
             raise ValueError(
                 f"{name}: policies_to_train {sorted(self.policies_to_train)} names modules that "
                 f"are not among policies {sorted(self.policies)}.")
-        if self.learner_class is not None:
-            from learners import Learner
-
-            if not issubclass(self.learner_class, Learner):
-                raise TypeError(f"{name}: learner_class {self.learner_class.__name__} is not a "
-                                "subclass of learners.Learner.")
-        if self.num_gpus_per_learner > 0:
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ValueError(f"{name}: num_gpus_per_learner={self.num_gpus_per_learner} but "
-                                 "torch sees no CUDA device; set it to 0 to learn on CPU.")
+        if self.learner_class is not None and not issubclass(self.learner_class, Learner):
+            raise TypeError(f"{name}: learner_class {self.learner_class.__name__} is not a "
+                            "subclass of learners.Learner.")
+        if self.num_gpus_per_learner > 0 and not torch.cuda.is_available():
+            raise ValueError(f"{name}: num_gpus_per_learner={self.num_gpus_per_learner} but "
+                             "torch sees no CUDA device; set it to 0 to learn on CPU.")
 
     def build_algo(self) -> "Algorithm":
         """Validate, then build the algorithm (runners, learners, first weight sync)."""

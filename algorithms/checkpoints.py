@@ -12,9 +12,7 @@ Layout of ``Algorithm.save_to_path(path)``::
                                                       learner state (e.g. PPO's kl_coeffs)
 
 Saves are atomic (``rlmodules.checkpoint.write_dir_atomically``): a save killed at any moment
-leaves a complete checkpoint. Only a kill between its two renames leaves ``path`` missing, with
-the new copy and the previous one complete next to it; loading ``path`` then takes the new copy
-and the next save clears what the killed one left.
+leaves a complete checkpoint (``find_checkpoint``), and the next save clears what it left.
 
 Arrays go to safetensors, everything else to JSON (``rlmodules.checkpoint.to_json``); no code
 is pickled. Classes and functions in the config are stored by name and loaded only where they
@@ -35,6 +33,7 @@ from rlmodules.checkpoint import (METADATA_FILE, SLOTS, WEIGHTS_FILE, Checkpoint
                                   class_path, from_json, load_state_tensors, read_metadata,
                                   resolve, save_module, save_state_tensors, to_json,
                                   write_dir_atomically, write_metadata)
+from learners.learner import select_components
 from runners.config import default_policy_mapping_fn
 from runners.env_registry import registered_creators
 
@@ -68,30 +67,16 @@ SLOTS.update({  # What the names in an algorithm checkpoint's config may stand f
 
 # ---- component paths ----------------------------------------------------------------------
 
-def select_components(components: str | Sequence[str] | None) -> dict[str, list[str] | None]:
-    """Paths like "learner_group/learner/rl_module/p0" -> {"learner_group": ["learner/..."]}.
-
-    A top-level component asked for as a whole maps to None (everything in it).
-    """
-    if components is None:
-        return {name: None for name in COMPONENTS}
-    selection: dict[str, list[str] | None] = {}
-    for path in [components] if isinstance(components, str) else components:
-        top, _, rest = path.strip("/").partition("/")
-        if top not in COMPONENTS:
-            raise KeyError(f"Unknown component '{path}': component paths start with one of "
-                           f"{list(COMPONENTS)}, e.g. 'learner_group/learner/rl_module/default_policy'.")
-        if not rest or selection.get(top, []) is None:
-            selection[top] = None
-        else:
-            selection.setdefault(top, []).append(rest)
-    return selection
+def select_algorithm_components(components: str | Sequence[str] | None
+                                ) -> dict[str, list[str] | None]:
+    """Paths like "learner_group/learner/rl_module/p0" -> {"learner_group": ["learner/..."]}."""
+    return select_components(components, dict.fromkeys(COMPONENTS), f"{_MODULES}/default_policy")
 
 
 def check_component(component: str, module_ids: Sequence[str]) -> None:
     """Fail early (before touching any actor) on a path that names nothing."""
     parts = component.strip("/").split("/")
-    select_components(component)
+    select_algorithm_components(component)
     if parts[0] == "learner_group" and len(parts) > 1 and parts[1] != "learner":
         raise KeyError(f"Unknown component '{component}': below 'learner_group' comes "
                        "'learner', e.g. 'learner_group/learner/rl_module/default_policy'.")
@@ -177,26 +162,31 @@ def read_component(path: str, component: str | None = None) -> dict[str, Any]:
     if not directory.is_dir():
         raise FileNotFoundError(f"Checkpoint '{path}' does not exist or is not a directory.")
     if component is None:
-        if read_metadata(directory).get("kind") != "algorithm":
-            raise CheckpointError(
-                f"'{path}' is not an algorithm checkpoint. To load part of an algorithm (e.g. "
-                "a module checkpoint), pass component='learner_group/learner/rl_module/<id>'.")
-        return read_state_dir(directory)
+        read_algorithm_metadata(directory)
     state = read_state_dir(directory)
-    for part in reversed(component.strip("/").split("/")):
+    for part in reversed(component.strip("/").split("/") if component else []):
         state = {part: state}
     return state
 
 
+def read_algorithm_metadata(directory: str | Path) -> dict[str, Any]:
+    """The metadata of the algorithm checkpoint in ``directory`` (any other kind raises)."""
+    meta = read_metadata(directory)
+    if meta.get("kind") != "algorithm":
+        raise CheckpointError(
+            f"'{directory}' is not an algorithm checkpoint (it holds a {meta.get('kind')}). "
+            "To load part of one (e.g. a module checkpoint), pass component='learner_group/"
+            "learner/rl_module/<id>' to restore_from_path, or use RLModule.from_checkpoint.")
+    return meta
+
+
 def read_state_dir(directory: Path) -> Any:
     """The nested state in ``directory``: a module checkpoint, a state file, or sub-dirs."""
-    meta_file = directory / "metadata.json"
-    kind = read_metadata(directory).get("kind") if meta_file.is_file() else None
-    if kind == "rl_module":
+    meta = read_metadata(directory) if (directory / METADATA_FILE).is_file() else {}
+    if meta.get("kind") == "rl_module":
         return load_state_tensors(directory / WEIGHTS_FILE)
-    if kind == "multi_rl_module":
-        return {mid: read_state_dir(directory / mid) for mid in read_metadata(directory)[
-            "module_ids"]}
+    if meta.get("kind") == "multi_rl_module":
+        return {mid: read_state_dir(directory / mid) for mid in meta["module_ids"]}
     if (directory / STATE_FILE).is_file():
         return read_state_file(directory)
     subdirs = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -225,11 +215,7 @@ def load_algorithm(path: str, config: "AlgorithmConfig | None" = None,
     (``rlmodules.checkpoint.SLOTS``) or name an object in ``trusted``.
     """
     path = str(find_checkpoint(path))
-    meta = read_metadata(path)
-    if meta.get("kind") != "algorithm":
-        raise CheckpointError(f"'{path}' is not an algorithm checkpoint (it holds a "
-                              f"{meta.get('kind')}); load module checkpoints with "
-                              "RLModule.from_checkpoint or restore_from_path(component=...).")
+    meta = read_algorithm_metadata(path)
     algo_class = resolve(meta.get("algorithm_class"), "algorithm_class", "algorithm_class",
                          path, trusted)
     if config is None:

@@ -76,7 +76,11 @@ class RunLog:
         self._file = path.open("a")
         # TensorBoard hides events at or after the purge step, i.e. those of dropped rows.
         purge_step = kept[-1]["num_env_steps_sampled_lifetime"] + 1 if kept else None
-        self._tensorboard = _tensorboard_writer(self.run_dir, purge_step)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tensorboard = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+        except ImportError:  # tensorboard is optional: results.jsonl has everything.
+            self._tensorboard = None
 
     def write(self, result: Mapping[str, Any]) -> None:
         self._file.write(_json_line(result))
@@ -109,14 +113,6 @@ def _to_json(value: Any) -> Any:
         return value.tolist()
     raise TypeError(f"results.jsonl: cannot write {value!r} ({type(value).__name__}); results "
                     "hold numbers, strings, lists and dicts.")
-
-
-def _tensorboard_writer(run_dir: Path, purge_step: int | None) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: results.jsonl has everything.
-        return None
-    return SummaryWriter(str(run_dir), purge_step=purge_step)
 
 
 def _scalars(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:

@@ -1,18 +1,7 @@
 """From fragments to train batches: concatenation, sequence cutting, minibatch plans.
 
-Everything here works on numpy; the learner moves the result to its device once per update.
-
-- ``group_by_module(fragments)``: ``{module_id: [Fragment, ...]}`` in arrival order.
-- ``concat_fragments(fragments, extra_columns)``: flat time-concatenation of every numeric
-  column (nested dicts such as Dict observations or ``state_in`` included), plus per-fragment
-  arrays the algorithm computed (advantages, value targets, ...).
-- ``cut_sequences(columns, lengths, max_seq_len)``: flat columns of consecutive fragments
-  -> ``[B, max_seq_len, ...]`` zero-padded sequences that never cross a fragment border, a
-  ``LOSS_MASK`` [B, max_seq_len] and ``STATE_IN`` taken at each sequence start.
-- ``minibatch_plan(...)``: the row indices of every minibatch of an update, drawn from a
-  stream of permutations so that all rows are used equally often.
-
-``TorchLearner.build_module_batch`` chains these for one module.
+All numpy; ``TorchLearner.build_module_batch`` chains these for one module and moves the
+result to its device once per update.
 """
 
 from __future__ import annotations
@@ -36,10 +25,6 @@ def group_by_module(fragments: Sequence[Fragment]) -> dict[str, list[Fragment]]:
     return groups
 
 
-def _is_numeric(leaf: Any) -> bool:
-    return isinstance(leaf, np.ndarray) and leaf.dtype.kind in "biuf"
-
-
 def concat_fragments(fragments: Sequence[Fragment],
                      extra_columns: dict[str, Sequence[np.ndarray]] | None = None
                      ) -> dict[str, Nested]:
@@ -48,20 +33,17 @@ def concat_fragments(fragments: Sequence[Fragment],
     ``extra_columns`` maps a column name to one array per fragment (same order, length T
     each). Non-numeric columns (e.g. infos) stay out: they cannot become tensors.
     """
-    if not fragments:
-        raise ValueError("concat_fragments() got no fragments.")
-    names = [k for k, v in fragments[0].columns.items() if _is_numeric(first_leaf(v))]
+    names = [k for k, v in fragments[0].columns.items()
+             if isinstance(leaf := first_leaf(v), np.ndarray) and leaf.dtype.kind in "biuf"]
     out = {}
     for name in names:
-        parts = []
         for i, fragment in enumerate(fragments):
             if name not in fragment.columns:
                 raise KeyError(
                     f"Fragment {i} (module '{fragment.module_id}', episode "
                     f"{fragment.episode_id}) lacks column '{name}' that fragment 0 has; all "
                     "fragments of one module must carry the same columns.")
-            parts.append(fragment.columns[name])
-        out[name] = map_tree(lambda *xs: np.concatenate(xs), *parts)
+        out[name] = map_tree(lambda *xs: np.concatenate(xs), *[f.columns[name] for f in fragments])
     for name, arrays in (extra_columns or {}).items():
         if len(arrays) != len(fragments):
             raise ValueError(f"Extra column '{name}' has {len(arrays)} arrays but there are "
@@ -85,8 +67,6 @@ def cut_sequences(columns: dict[str, Nested], lengths: Sequence[int],
     real (non-padded) steps.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    if (lengths <= 0).any():
-        raise ValueError(f"cut_sequences(): fragment lengths must be positive, got {lengths}.")
     seqs_per_fragment = -(-lengths // max_seq_len)
     num_seqs = int(seqs_per_fragment.sum())
     # Position of every flat step inside its fragment, then its (row, col) in the output.

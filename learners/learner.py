@@ -24,7 +24,7 @@ import torch
 
 from rlmodules.columns import Columns
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
-from rlmodules.tree import map_tree
+from rlmodules.tree import first_leaf, map_tree
 from runners.fragment import Fragment
 from learners import distributed
 from learners.batching import concat_fragments, cut_sequences, group_by_module, minibatch_plan
@@ -46,20 +46,15 @@ def is_trainable(policies_to_train: PoliciesToTrain, module_id: str,
     return module_id in policies_to_train
 
 
-def check_required_apis(learner_class: type["TorchLearner"],
-                        module: MultiRLModuleSpec | MultiRLModule,
+def check_required_apis(learner_class: type["TorchLearner"], spec: MultiRLModuleSpec,
                         policies_to_train: PoliciesToTrain = None) -> None:
     """Raise a TypeError if a module to train lacks an API ``learner_class`` requires.
 
-    Works on a spec (checks the module classes before anything is built; unset classes are
-    skipped) or on a built MultiRLModule. Modules excluded by a ``policies_to_train``
-    collection are not checked: they are never trained by this learner.
+    Checks the spec's module classes before anything is built (unset classes are skipped).
+    Modules excluded by a ``policies_to_train`` collection are never trained, so not checked.
     """
-    if isinstance(module, MultiRLModuleSpec):
-        classes = {mid: spec.module_class for mid, spec in module.module_specs().items()}
-    else:
-        classes = {mid: type(sub) for mid, sub in module.items()}
-    for module_id, cls in classes.items():
+    for module_id, sub in spec.module_specs().items():
+        cls = sub.module_class
         if cls is None or not is_trainable(policies_to_train, module_id):
             continue
         for api in learner_class.rl_module_required_apis():
@@ -132,8 +127,11 @@ class TorchLearner:
         self.device = self._select_device()
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
-        module = _training_spec(self.module_spec).build().to(self.device)
-        check_required_apis(type(self), module, self.config.policies_to_train)
+        check_required_apis(type(self), self.module_spec, self.config.policies_to_train)
+        # Learners need every branch, so inference_only is switched off everywhere.
+        module = dataclasses.replace(self.module_spec, inference_only=False, rl_module_specs={
+            mid: dataclasses.replace(sub, inference_only=False)
+            for mid, sub in self.module_spec.module_specs().items()}).build().to(self.device)
         if self.world_size > 1:
             if not torch.distributed.is_initialized():
                 raise RuntimeError(
@@ -176,11 +174,8 @@ class TorchLearner:
 
     def register_optimizer(self, module_id: str, optimizer: torch.optim.Optimizer,
                            params: Iterable[torch.Tensor]) -> None:
-        """Register ``optimizer`` over ``params`` under ``module_id`` (metrics and state key).
-
-        A key may be a module ID or any other name (e.g. ALL_MODULES for one optimizer over
-        several modules); each key holds one optimizer.
-        """
+        """Register ``optimizer`` over ``params`` under ``module_id`` (metrics and state key),
+        or under another name, e.g. ALL_MODULES for one optimizer over several modules."""
         if module_id in self._optimizers:
             raise ValueError(f"An optimizer is already registered under '{module_id}'; use "
                              "one key per optimizer.")
@@ -266,23 +261,18 @@ class TorchLearner:
         size, total = self.config.minibatch_size, self.config.train_batch_size_per_learner
         steps = self.config.num_epochs * (1 if size is None or total is None
                                           else max(1, total // size))
-        plans = {mid: torch.from_numpy(plan).to(self.device) for mid, module_batch in batch.items()
-                 if (plan := self._plan(mid, module_batch, steps)) is not None}
+        plans = {}
+        for mid, module_batch in batch.items():
+            seq_len = self._max_seq_len[mid]  # Stateful modules draw whole sequences.
+            rows = max(1, size // seq_len) if size and seq_len else size
+            plan = minibatch_plan(len(first_leaf(module_batch)), rows, steps, self._rng)
+            if plan is not None:
+                plans[mid] = torch.from_numpy(plan).to(self.device)
         for step in range(steps):
             self._update_minibatch({
                 mid: (map_tree(lambda x: x[plans[mid][step]], module_batch)
                       if mid in plans else module_batch)
                 for mid, module_batch in batch.items()})
-
-    def _plan(self, module_id: str, module_batch: dict[str, Any],
-              steps: int) -> np.ndarray | None:
-        size = self.config.minibatch_size
-        max_seq_len = self._max_seq_len[module_id]
-        if size is not None and max_seq_len:
-            size = max(1, size // max_seq_len)  # Sequences per minibatch.
-        rows = len(module_batch[Columns.LOSS_MASK] if max_seq_len else
-                   next(v for v in module_batch.values() if not isinstance(v, dict)))
-        return minibatch_plan(rows, size, steps, self._rng)
 
     def _update_minibatch(self, minibatch: dict[str, dict[str, Any]]) -> None:
         for param in self._params:
@@ -350,11 +340,7 @@ class TorchLearner:
         ``state_in``. Whether to bootstrap from V(last_obs) (not when ``terminated``) is
         the algorithm's call.
         """
-        module = self.module[module_id]
-        if not hasattr(module, "compute_values"):
-            raise TypeError(
-                f"compute_values_for_fragments('{module_id}'): {type(module).__name__} has no "
-                "compute_values(); implement ValueFunctionAPI in the module.")
+        module = self.module[module_id]  # A ValueFunctionAPI (see rl_module_required_apis).
         lengths = [len(f) + 1 for f in fragments]
         obs = map_tree(lambda *xs: np.concatenate(xs), *[
             map_tree(lambda o, last: np.concatenate([o, np.asarray(last)[None]]),
@@ -380,15 +366,16 @@ class TorchLearner:
         ``components`` selects paths such as "rl_module", "rl_module/default_policy" or
         "optimizer/p0".
         """
-        selection = _select(components, {"rl_module": list(self.module.keys()),
-                                          "optimizer": list(self._optimizers)})
+        selection = select_components(
+            components, {"rl_module": self.module.keys(), "optimizer": self._optimizers},
+            "rl_module/default_policy")
         state: dict[str, Any] = {}
         if "rl_module" in selection:
             state["rl_module"] = self.get_weights(selection["rl_module"])
         if "optimizer" in selection:
             state["optimizer"] = {
                 name: map_tree(_to_numpy, self._optimizers[name].state_dict(), sequences=True)
-                for name in selection["optimizer"]}
+                for name in selection["optimizer"] or self._optimizers}
         return state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -428,29 +415,27 @@ def _to_torch(leaf: Any) -> Any:
     return torch.from_numpy(leaf.copy()) if isinstance(leaf, np.ndarray) else leaf
 
 
-def _training_spec(spec: MultiRLModuleSpec) -> MultiRLModuleSpec:
-    """``spec`` with inference_only switched off everywhere: learners need every branch."""
-    return dataclasses.replace(spec, inference_only=False, rl_module_specs={
-        mid: dataclasses.replace(sub, inference_only=False)
-        for mid, sub in spec.module_specs().items()})
+def select_components(components: str | Sequence[str] | None,
+                      available: Mapping[str, Collection[str] | None],
+                      example: str) -> dict[str, list[str] | None]:
+    """Component paths ("rl_module/p0", "optimizer") -> {top-level key: sub-paths}.
 
-
-def _select(components: str | Sequence[str] | None,
-            available: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Component paths ("rl_module/p0", "optimizer") -> {top-level key: selected sub-keys}."""
+    None stands for all of a component. Sub-paths are checked where ``available`` lists the
+    keys below a top-level one; ``example`` shows a valid path in the errors.
+    """
     if components is None:
-        return available
-    selection: dict[str, list[str]] = {}
+        return dict.fromkeys(available)
+    selection: dict[str, list[str] | None] = {}
     for path in [components] if isinstance(components, str) else components:
         top, _, sub = path.strip("/").partition("/")
         if top not in available:
-            raise KeyError(f"Unknown learner state component '{path}'; paths start with one of "
-                           f"{sorted(available)}.")
-        if not sub:
-            selection[top] = available[top]
-        elif sub not in available[top]:
-            raise KeyError(f"Unknown learner state component '{path}': '{top}' holds "
-                           f"{available[top]}.")
+            raise KeyError(f"Unknown component '{path}': component paths start with one of "
+                           f"{list(available)}, e.g. '{example}'.")
+        if sub and available[top] is not None and sub not in available[top]:
+            raise KeyError(f"Unknown component '{path}': '{top}' holds {list(available[top])}, "
+                           f"e.g. '{example}'.")
+        if not sub or selection.get(top, []) is None:
+            selection[top] = None
         elif sub not in selection.setdefault(top, []):
             selection[top].append(sub)
     return selection

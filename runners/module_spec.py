@@ -15,24 +15,22 @@ from runners.env_registry import make_env
 from runners.multi_agent_env import MultiAgentEnv
 
 
-def complete_module_spec(config: EnvRunnerConfig,
-                         module_ids: list[str] | None = None) -> MultiRLModuleSpec:
+def complete_module_spec(config: EnvRunnerConfig) -> MultiRLModuleSpec:
     """The config's module spec as a MultiRLModuleSpec with every sub-spec's spaces filled.
 
     Builds one env (and the env-to-module connector) to read the spaces. Spaces the user set
-    are kept but must fit the env's. ``module_ids`` (default: ``config.module_ids``, else the
-    ids ``policy_mapping_fn`` maps the env's agents to) expands a single shared spec (a plain
+    are kept but must fit the env's. ``config.module_ids`` (default: the ids
+    ``policy_mapping_fn`` maps the env's agents to) expands a single shared spec (a plain
     RLModuleSpec, or a MultiRLModuleSpec holding one).
     """
     env = make_env(config.env, config.env_config)
     try:
-        return fill_module_spec(config, env, make_connector(config, env), module_ids)
+        return fill_module_spec(config, env, make_connector(config, env))
     finally:
         env.close()
 
 
-def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
-                     module_ids: list[str] | None = None) -> MultiRLModuleSpec:
+def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any) -> MultiRLModuleSpec:
     """``complete_module_spec`` for an env (and connector) the caller already built."""
     user = config.rl_module_spec
     if user is None:
@@ -43,7 +41,7 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any,
     multi_agent = isinstance(env, MultiAgentEnv)
     mapping = {aid: config.policy_mapping_fn(aid, None) for aid in env.possible_agents} \
         if multi_agent else {None: DEFAULT_MODULE_ID}
-    ids = module_ids or config.module_ids or list(dict.fromkeys(mapping.values()))
+    ids = config.module_ids or list(dict.fromkeys(mapping.values()))
     specs = {mid: dataclasses.replace(spec) for mid, spec in user.module_specs(ids).items()}
     for agent_id, module_id in mapping.items():
         if module_id not in specs:

@@ -58,9 +58,11 @@ def test_single_module_round_trip_and_metadata(tmp_path):
     assert restored.observation_space == OBS and restored.action_space == ACT
 
 
-def test_save_to_path_without_path_uses_a_new_temp_dir():
+def test_save_to_path_without_path_uses_a_new_temp_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # So the new dir lands in this test's dir.
+    monkeypatch.setattr("tempfile.tempdir", None)
     path = ppo().save_to_path()
-    assert (Path(path) / ckpt.METADATA_FILE).is_file()
+    assert Path(path).parent == tmp_path and (Path(path) / ckpt.METADATA_FILE).is_file()
 
 
 def test_restore_from_path_loads_weights_into_an_existing_module(tmp_path):

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from algorithms.algorithm import Algorithm
 from algorithms.algorithm_config import AlgorithmConfig, Builder, TrainingSettings
+from algorithms.ppo.default_ppo_rl_module import DefaultPPOTorchRLModule
+from algorithms.ppo.ppo_torch_learner import PPOTorchLearner
 from rlmodules import RLModuleSpec
 from runners.config import BOOL, NON_NEGATIVE, POSITIVE, UNIT, optional, setting
 
@@ -43,13 +45,9 @@ class PPOConfig(AlgorithmConfig):
         super().__init__(algo_class=algo_class or PPO)
 
     def get_default_learner_class(self) -> type:
-        from algorithms.ppo.ppo_torch_learner import PPOTorchLearner
-
         return PPOTorchLearner
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
-        from algorithms.ppo.default_ppo_rl_module import DefaultPPOTorchRLModule
-
         return RLModuleSpec(module_class=DefaultPPOTorchRLModule,
                             model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
 

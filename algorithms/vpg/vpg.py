@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from algorithms.algorithm import Algorithm
 from algorithms.algorithm_config import AlgorithmConfig, Builder, TrainingSettings
+from algorithms.vpg.default_vpg_rl_module import DefaultVPGTorchRLModule
+from algorithms.vpg.vpg_torch_learner import VPGTorchLearner
 from rlmodules import RLModuleSpec
 from runners.config import BOOL, int_at_least, setting
 from runners.fragment import Fragment
@@ -32,13 +34,9 @@ class VPGConfig(AlgorithmConfig):
         super().__init__(algo_class=algo_class or VPG)
 
     def get_default_learner_class(self) -> type:
-        from algorithms.vpg.vpg_torch_learner import VPGTorchLearner
-
         return VPGTorchLearner
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
-        from algorithms.vpg.default_vpg_rl_module import DefaultVPGTorchRLModule
-
         return RLModuleSpec(module_class=DefaultVPGTorchRLModule,
                             model_config={"fcnet_hiddens": [64], "fcnet_activation": "tanh"})
 
