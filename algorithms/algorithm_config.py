@@ -152,6 +152,10 @@ class AlgorithmConfig:
 
     # Shared settings whose default an algorithm changes: key -> its default there.
     defaults: ClassVar[Mapping[str, Any]] = {}
+    # What an algorithm trains with unless the user says otherwise (RLlib's
+    # get_default_learner_class() / get_default_rl_module_spec() return them).
+    default_learner_class: ClassVar[type | None] = None
+    default_rl_module_spec: ClassVar[RLModuleSpec | None] = None
 
     environment = Builder(EnvironmentSettings, positional=True)
     env_runners = Builder(EnvRunnersSettings)
@@ -205,15 +209,20 @@ class AlgorithmConfig:
 
     def get_default_learner_class(self) -> type:
         """The Learner subclass this algorithm trains with unless ``learner_class`` is set."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no default learner; use an algorithm config such as "
-            "PPOConfig or VPGConfig, or set training(learner_class=...).")
+        if self.default_learner_class is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no default learner; use an algorithm config such as "
+                "PPOConfig or VPGConfig, or set training(learner_class=...).")
+        return self.default_learner_class
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         """The module this algorithm trains unless the user brings one."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no default RLModule; use an algorithm config such as "
-            "PPOConfig or VPGConfig, or pass rl_module(rl_module_spec=...) with a module_class.")
+        if self.default_rl_module_spec is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no default RLModule; use an algorithm config such as "
+                "PPOConfig or VPGConfig, or pass rl_module(rl_module_spec=...) with a "
+                "module_class.")
+        return copy.deepcopy(self.default_rl_module_spec)
 
     def get_learner_class(self) -> type:
         return self.learner_class or self.get_default_learner_class()

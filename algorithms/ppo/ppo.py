@@ -40,16 +40,13 @@ class PPOConfig(AlgorithmConfig):
 
     defaults = {"num_envs_per_env_runner": 8, "lr": 3e-3, "minibatch_size": 500, "num_epochs": 6}
     training = Builder(PPOTrainingSettings)
+    default_learner_class = PPOTorchLearner
+    default_rl_module_spec = RLModuleSpec(
+        module_class=DefaultPPOTorchRLModule,
+        model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
 
     def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
         super().__init__(algo_class=algo_class or PPO)
-
-    def get_default_learner_class(self) -> type:
-        return PPOTorchLearner
-
-    def get_default_rl_module_spec(self) -> RLModuleSpec:
-        return RLModuleSpec(module_class=DefaultPPOTorchRLModule,
-                            model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
 
 
 class PPO(Algorithm):

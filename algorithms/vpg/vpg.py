@@ -29,16 +29,13 @@ class VPGConfig(AlgorithmConfig):
     defaults = {"num_envs_per_env_runner": 8, "rollout_fragment_length": 50, "lr": 1e-2,
                 "minibatch_size": None}
     training = Builder(VPGTrainingSettings)
+    default_learner_class = VPGTorchLearner
+    default_rl_module_spec = RLModuleSpec(
+        module_class=DefaultVPGTorchRLModule,
+        model_config={"fcnet_hiddens": [64], "fcnet_activation": "tanh"})
 
     def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
         super().__init__(algo_class=algo_class or VPG)
-
-    def get_default_learner_class(self) -> type:
-        return VPGTorchLearner
-
-    def get_default_rl_module_spec(self) -> RLModuleSpec:
-        return RLModuleSpec(module_class=DefaultVPGTorchRLModule,
-                            model_config={"fcnet_hiddens": [64], "fcnet_activation": "tanh"})
 
 
 class VPG(Algorithm):
