@@ -133,17 +133,15 @@ class ActorPool:
     def wait_starting(self, limit_s: float) -> list[int]:
         """Wait for restarted actors until ``limit_s`` after their restart; returns those this
         call waited for in vain (Ray has no room for them yet: they stay out until up)."""
+        waited: set[int] = set()
         while True:
             self.poll_starting()
             now = time.monotonic()
-            waited = [i for i, s in self.starting.items() if s.issued_at + limit_s > now]
-            if not waited:
-                return []
-            self.poll_starting(max(self.starting[i].issued_at for i in waited) + limit_s - now)
-            late = [i for i in waited if i in self.starting
-                    and self.starting[i].issued_at + limit_s <= time.monotonic()]
-            if late:
-                return late
+            pending = [i for i, s in self.starting.items() if s.issued_at + limit_s > now]
+            if not pending:
+                return sorted(i for i in waited if i in self.starting)
+            waited.update(pending)
+            self.poll_starting(max(self.starting[i].issued_at for i in pending) + limit_s - now)
 
     # ---- calls ------------------------------------------------------------------------------
 
