@@ -33,6 +33,8 @@ def concat_fragments(fragments: Sequence[Fragment],
     ``extra_columns`` maps a column name to one array per fragment (same order, length T
     each). Non-numeric columns (e.g. infos) stay out: they cannot become tensors.
     """
+    if not fragments:
+        raise ValueError("concat_fragments() got no fragments.")
     names = [k for k, v in fragments[0].columns.items()
              if isinstance(leaf := first_leaf(v), np.ndarray) and leaf.dtype.kind in "biuf"]
     out = {}
@@ -67,6 +69,8 @@ def cut_sequences(columns: dict[str, Nested], lengths: Sequence[int],
     real (non-padded) steps.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
+    if (lengths <= 0).any():
+        raise ValueError(f"cut_sequences(): fragment lengths must be positive, got {lengths}.")
     seqs_per_fragment = -(-lengths // max_seq_len)
     num_seqs = int(seqs_per_fragment.sum())
     # Position of every flat step inside its fragment, then its (row, col) in the output.

@@ -340,7 +340,11 @@ class TorchLearner:
         ``state_in``. Whether to bootstrap from V(last_obs) (not when ``terminated``) is
         the algorithm's call.
         """
-        module = self.module[module_id]  # A ValueFunctionAPI (see rl_module_required_apis).
+        module = self.module[module_id]
+        if not hasattr(module, "compute_values"):
+            raise TypeError(
+                f"compute_values_for_fragments('{module_id}'): {type(module).__name__} has no "
+                "compute_values(); implement ValueFunctionAPI in the module.")
         lengths = [len(f) + 1 for f in fragments]
         obs = map_tree(lambda *xs: np.concatenate(xs), *[
             map_tree(lambda o, last: np.concatenate([o, np.asarray(last)[None]]),
