@@ -1,4 +1,4 @@
-"""Algorithm-specific APIs a module implements so that a learner can train it."""
+"""ValueFunctionAPI: state-value estimates, which actor-critic learners (PPO) need."""
 
 from __future__ import annotations
 
