@@ -89,14 +89,15 @@ class Algorithm:
         """The module with the learner's current weights; None if there is no such ID.
 
         Local learner: its module itself. Otherwise the local env runner's (inference-only)
-        module, or, without one, a full copy built here and loaded with the learner's weights.
+        module, or, where runners do not hold it (no local runner, or a learner_only module),
+        a full copy built here and loaded with the learner's weights.
         """
         if module_id not in self.module_spec.rl_module_specs:
             return None
         if self.learner_group.is_local:
             return self.learner_group.foreach_learner(lambda learner: learner.module)[0][module_id]
         runner = self.env_runner_group.local_env_runner
-        if runner is not None:
+        if runner is not None and module_id in runner.module:
             return runner.module[module_id]
         if self._module_copy is None:
             self._module_copy = self.module_spec.build()

@@ -40,6 +40,10 @@ class _NotProvided:
 NotProvided: Any = _NotProvided()
 
 
+DEFAULT_BATCH_PER_LEARNER = 2000
+"""Timesteps per update and learner where neither batch size is set."""
+
+
 @dataclass
 class LearnersSettings:
     """How many learners update (0 = one in this process; >= 2 data-parallel)."""
@@ -56,14 +60,32 @@ class TrainingSettings:
     flags: ClassVar[tuple[str, ...]] = ("_enable_learner_api",)
     lr: float = setting(1e-3, POSITIVE, "the optimizer's learning rate")
     gamma: float = setting(0.99, UNIT, "the discount factor")
-    train_batch_size_per_learner: int = setting(2000, int_at_least(1), "timesteps per update")
+    train_batch_size: int | None = setting(
+        None, optional(int_at_least(1)), "timesteps per update over all learners, split among "
+        "them (as in RLlib); ignored where train_batch_size_per_learner is set")
+    train_batch_size_per_learner: int | None = setting(
+        None, optional(int_at_least(1)), "timesteps per update and learner; None: "
+        f"train_batch_size // max(1, num_learners), or {DEFAULT_BATCH_PER_LEARNER} where "
+        "neither is set")
     minibatch_size: int | None = setting(256, optional(int_at_least(1)),
                                          "timesteps per gradient step; None: the whole batch")
     num_epochs: int = setting(1, int_at_least(1), "passes over each train batch")
     grad_clip: float | None = setting(None, optional(POSITIVE), "max. global gradient norm")
+    grad_clip_by: str = setting("global_norm", (lambda v: v == "global_norm", "'global_norm'"),
+                                "gradients are clipped by their global norm only")
+    # Hard updates every 500 timesteps are RLlib's DQN defaults, the classic target network;
+    # for soft (SAC-style) updates set tau=0.005, target_network_update_freq=0.
+    tau: float = setting(1.0, UNIT, "modules with target networks: how far each target moves "
+                         "towards its main net per target update (1.0: a copy)")
+    target_network_update_freq: int = setting(
+        500, int_at_least(0), "trained timesteps of a module between its target updates; "
+        "0: after every update")
     learner_class: type | None = setting(
         None, (lambda v: v is None or inspect.isclass(v), "None or a Learner subclass"),
         "None: the algorithm's default learner")
+    learner_config_dict: dict = setting(
+        {}, (lambda v: isinstance(v, Mapping), "a dict"),
+        "custom settings for a custom learner, read there as config.learner_config_dict")
 
 
 @dataclass
@@ -172,6 +194,14 @@ class AlgorithmConfig:
         vars(self).update({key: f.default_factory() for key, f in self.settings().items()})
         self.update_from_dict(copy.deepcopy(self.defaults))
 
+    def __getattr__(self, name: str) -> Any:
+        """Only called for missing attributes: RLlib's methods that do not exist here say
+        what to use instead."""
+        if name in RLLIB_METHODS:
+            raise AttributeError(f"{type(self).__name__} has no {name}() (RLlib's config "
+                                 f"method); use {RLLIB_METHODS[name]}.")
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
     def framework(self, framework: str = NotProvided, **unknown: Any) -> "AlgorithmConfig":
         """Accepted so that code written for RLlib runs; only "torch" exists here."""
         _check_known(f"{type(self).__name__}.framework()", unknown, ["framework"])
@@ -190,8 +220,9 @@ class AlgorithmConfig:
                 for key, declared in getattr(cls, name).settings.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting as a flat ``{key: value}`` dict (a deep copy)."""
-        return copy.deepcopy({key: getattr(self, key) for key in self.settings()})
+        """Every setting as a flat ``{key: value}`` dict (a deep copy), as set (unset batch
+        sizes stay None)."""
+        return copy.deepcopy({key: vars(self)[key] for key in self.settings()})
 
     @classmethod
     def from_dict(cls, config_dict: Mapping[str, Any]) -> "AlgorithmConfig":
@@ -228,6 +259,21 @@ class AlgorithmConfig:
         return self.learner_class or self.get_default_learner_class()
 
     @property
+    def train_batch_size_per_learner(self) -> int:
+        """What each learner trains on per update: the setting where set, else
+        train_batch_size split over the learners (RLlib's rule), else the default."""
+        per_learner = vars(self)["train_batch_size_per_learner"]
+        if per_learner is not None:
+            return per_learner
+        if self.train_batch_size is not None:
+            return max(1, self.train_batch_size // max(1, self.num_learners))
+        return DEFAULT_BATCH_PER_LEARNER
+
+    @train_batch_size_per_learner.setter
+    def train_batch_size_per_learner(self, value: int | None) -> None:
+        vars(self)["train_batch_size_per_learner"] = value
+
+    @property
     def total_train_batch_size(self) -> int:
         return self.train_batch_size_per_learner * max(1, self.num_learners)
 
@@ -259,6 +305,8 @@ class AlgorithmConfig:
             specs.setdefault(mid, RLModuleSpec())
         for spec in specs.values():
             spec.module_class = spec.module_class or default.module_class
+            if spec.module_class is default.module_class and spec.catalog_class is None:
+                spec.catalog_class = default.catalog_class
             if spec.model_config is None:
                 spec.model_config = copy.deepcopy(model_config)
         multi.rl_module_specs = specs
@@ -331,11 +379,68 @@ class AlgorithmConfig:
         return self
 
 
+_NOT_ON_CPU = "not supported: env runners act on CPU"
+_NO_LEARNER_CONNECTORS = ("learner connectors are not supported; add columns in a learner's "
+                          "compute_extra_columns_for_module() or group_fragments()")
+RLLIB_NAMES: Mapping[str, str] = {
+    # RLlib keys refused here -> what to do instead (a spelling hint would mislead).
+    "num_sgd_iter": "use training(num_epochs=...)",
+    "sgd_minibatch_size": "use training(minibatch_size=...)",
+    "mini_batch_size_per_learner": "use training(minibatch_size=...)",
+    "model": "use rl_module(model_config={...})",
+    "model_config_dict": "use rl_module(model_config={...})",
+    "vf_share_layers": "use rl_module(model_config={'vf_share_layers': True})",
+    "optimizer": "override configure_optimizers_for_module() in a TorchLearner subclass",
+    "lr_schedule": "schedules are not supported; pass a constant lr",
+    "entropy_coeff_schedule": "schedules are not supported; pass a constant entropy_coeff",
+    "shuffle_batch_per_epoch": "minibatches are always drawn shuffled; drop the argument",
+    "use_critic": "PPO always trains its value function here; drop the argument",
+    "use_gae": "PPO always uses GAE here (lambda_=1.0 gives Monte-Carlo advantages)",
+    "learner_connector": _NO_LEARNER_CONNECTORS,
+    "add_default_connectors_to_learner_pipeline": _NO_LEARNER_CONNECTORS,
+    "num_rollout_workers": "use env_runners(num_env_runners=...)",
+    "num_envs_per_worker": "use env_runners(num_envs_per_env_runner=...)",
+    "num_cpus_per_worker": "use env_runners(num_cpus_per_env_runner=...)",
+    "num_gpus_per_worker": _NOT_ON_CPU,
+    "num_gpus_per_env_runner": _NOT_ON_CPU,
+    "batch_mode": "PPO samples timesteps ('truncate_episodes'), VPG complete episodes "
+                  "('complete_episodes'); drop the argument",
+    "explore": "env runners always act with forward_exploration(); drop the argument",
+    "module_to_env_connector": "not supported; sample or transform actions in the module's "
+                               "_forward_exploration()",
+    "observation_filter": "use env_runners(env_to_module_connector=...)",
+    "num_gpus": "use learners(num_gpus_per_learner=...)",
+    "num_aggregator_actors_per_learner": "not supported; learners take fragments directly",
+    "algorithm_config_overrides_per_module": "not supported; one config trains all modules",
+    "count_steps_by": "steps are counted per env step and per module; drop the argument",
+    "recreate_failed_env_runners": "use fault_tolerance(restart_failed_env_runners=...)",
+    "recreate_failed_workers": "use fault_tolerance(restart_failed_env_runners=...)",
+    "max_num_worker_restarts": "use fault_tolerance(max_num_env_runner_restarts=...)",
+    "disable_env_checking": "envs are not checked here; drop the argument",
+    "log_level": "use Python's logging module",
+}
+RLLIB_METHODS: Mapping[str, str] = {
+    # RLlib config methods that do not exist here -> what to call instead.
+    "rollouts": "env_runners()",
+    "resources": "learners(num_gpus_per_learner=..., num_cpus_per_learner=...) and "
+                 "env_runners(num_cpus_per_env_runner=...)",
+    "exploration": "env_runners() (runners act with the module's forward_exploration())",
+    "evaluation": "nothing: evaluation is not supported; run algo.get_module() on an env",
+    "reporting": "nothing: train() reports every iteration",
+    "checkpointing": "algo.save_to_path() / Algorithm.from_checkpoint()",
+    "callbacks": "nothing: callbacks are not supported; subclass the Algorithm or Learner",
+    "offline_data": "nothing: offline data is not supported",
+}
+
+
 def _check_known(method: str, keys: Collection[str], known: list[str]) -> None:
-    """Raise a TypeError for the first unknown key, with the closest known one."""
+    """Raise a TypeError for the first unknown key, with what to use instead: for RLlib's
+    names the replacement, else the closest known key."""
     unknown = sorted(set(keys) - set(known))
     if unknown:
-        hint = difflib.get_close_matches(unknown[0], known, n=1)
-        raise TypeError(f"{method} got an unknown key '{unknown[0]}'"
-                        + (f"; did you mean '{hint[0]}'?" if hint else ".")
+        key = unknown[0]
+        hint = difflib.get_close_matches(key, known, n=1)
+        raise TypeError(f"{method} got an unknown key '{key}'"
+                        + (f" (an RLlib name): {RLLIB_NAMES[key]}." if key in RLLIB_NAMES
+                           else f"; did you mean '{hint[0]}'?" if hint else ".")
                         + f" Known keys: {', '.join(known) or 'none'}.")

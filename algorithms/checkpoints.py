@@ -34,6 +34,7 @@ from rlmodules.checkpoint import (METADATA_FILE, SLOTS, WEIGHTS_FILE, Checkpoint
                                   resolve, save_module, save_state_tensors, to_json,
                                   write_dir_atomically, write_metadata)
 from learners.learner import select_components
+from rlmodules.apis import TargetNetworkAPI
 from runners.config import default_policy_mapping_fn
 from runners.env_registry import registered_creators
 
@@ -132,6 +133,8 @@ def _write_components(directory: Path, state: Mapping[str, Any], prefix: str,
         component = f"{prefix}/{key}" if prefix else key
         if prefix == _MODULES:  # Each module as an RLModule checkpoint of its own.
             module = algo.module_spec.rl_module_specs[key].build()
+            if isinstance(module, TargetNetworkAPI):  # The learner's state holds its targets.
+                module.make_target_networks()
             module.set_state(value)
             save_module(module, directory / key)
         elif component in _BRANCHES:

@@ -2,11 +2,18 @@
 
 An algorithm subclasses it and overrides the hooks that ``update`` calls, in this order:
 
-1. ``compute_extra_columns_for_module``: once per trained module, with that module's
+1. ``group_fragments``: which fragments each module trains on (by default its own).
+2. ``compute_extra_columns_for_module``: once per trained module, with that module's
    fragments; columns computed before the loss (PPO: advantages, value targets).
-2. ``compute_loss_for_module``: the loss of one module on one minibatch.
-3. ``after_update``: the update's metrics, already reduced over data-parallel learners, so
+3. ``compute_loss_for_module``: the loss of one module on one minibatch (a module that
+   implements SelfSupervisedLossAPI computes its own, and gets no extra columns).
+4. ``after_update``: the update's metrics, already reduced over data-parallel learners, so
    every learner decides alike (PPO: adapts its KL coefficient).
+
+Modules that are not torch modules (e.g. numpy heuristics) and modules outside
+``policies_to_train`` are never trained: no optimizer, no batch, no loss. Modules that
+implement TargetNetworkAPI get their target nets made at build and moved by ``tau`` every
+``target_network_update_freq`` trained timesteps.
 
 ``configure_optimizers_for_module`` picks the optimizers (one Adam per module by default).
 The minibatch loop is a hot path: the batch goes to the device once per update, minibatches
@@ -15,13 +22,16 @@ are index views into it, and logged metrics stay tensors until one conversion at
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections import defaultdict
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
+from rlmodules.apis import SelfSupervisedLossAPI, TargetNetworkAPI, update_target_network
 from rlmodules.columns import Columns
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from rlmodules.tree import first_leaf, map_tree
@@ -50,12 +60,14 @@ def check_required_apis(learner_class: type["TorchLearner"], spec: MultiRLModule
                         policies_to_train: PoliciesToTrain = None) -> None:
     """Raise a TypeError if a module to train lacks an API ``learner_class`` requires.
 
-    Checks the spec's module classes before anything is built (unset classes are skipped).
-    Modules excluded by a ``policies_to_train`` collection are never trained, so not checked.
+    Checks the spec's module classes before anything is built. Skipped: unset classes,
+    modules that are never trained (excluded by a ``policies_to_train`` collection, or not
+    torch modules) and modules that bring their own loss (SelfSupervisedLossAPI).
     """
     for module_id, sub in spec.module_specs().items():
         cls = sub.module_class
-        if cls is None or not is_trainable(policies_to_train, module_id):
+        if (cls is None or not issubclass(cls, nn.Module) or issubclass(cls, SelfSupervisedLossAPI)
+                or not is_trainable(policies_to_train, module_id)):
             continue
         for api in learner_class.rl_module_required_apis():
             if not issubclass(cls, api):
@@ -78,9 +90,11 @@ class TorchLearner:
     """Owns the training MultiRLModule and its optimizers; ``update(fragments)`` trains it.
 
     ``config`` is read duck-typed: lr, grad_clip, num_epochs, minibatch_size,
-    train_batch_size_per_learner, policies_to_train, seed, num_gpus_per_learner, plus the
-    algorithm's own keys in its hooks. ``learner_index``/``world_size`` place this learner
-    among data-parallel peers (the LearnerGroup sets up their process group).
+    train_batch_size_per_learner, policies_to_train, seed, num_gpus_per_learner (tau and
+    target_network_update_freq with target networks), plus the algorithm's own keys in its
+    hooks (a custom learner's in ``config.learner_config_dict``). ``learner_index`` /
+    ``world_size`` place this learner among data-parallel peers (the LearnerGroup sets up
+    their process group).
     """
 
     def __init__(self, *, config: Any, module_spec: MultiRLModuleSpec, learner_index: int = 0,
@@ -97,6 +111,12 @@ class TorchLearner:
         self.device = torch.device("cpu")  # Chosen at build from num_gpus_per_learner.
         self._module: MultiRLModule | None = None
         self._max_seq_len: dict[str, int | None] = {}
+        self._runner_keys: dict[str, list[str]] = {}  # State keys env runners' modules hold.
+        self._ssl_ids: set[str] = set()  # Modules with their own (self-supervised) loss.
+        # Columns compute_values added to (or rewrote in) its batch, for the train batch.
+        self._value_batch_rewrites: dict[str, dict[str, Any]] = {}
+        # Per module with target nets: lifetime trained steps, last update's step, updates.
+        self._target_updates: dict[str, dict[str, int]] = {}
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
         self._optimizer_params: dict[str, list[torch.Tensor]] = {}
         self._params: list[torch.Tensor] = []  # Cheaper to clear than zero_grad().
@@ -121,7 +141,8 @@ class TorchLearner:
         return self._module
 
     def build(self) -> None:
-        """Build the full MultiRLModule on the device, check its APIs, create the optimizers."""
+        """Build the full MultiRLModule on the device (target nets included), check its
+        APIs, create the optimizers."""
         if self._module is not None:
             return
         self.device = self._select_device()
@@ -132,6 +153,16 @@ class TorchLearner:
         module = dataclasses.replace(self.module_spec, inference_only=False, rl_module_specs={
             mid: dataclasses.replace(sub, inference_only=False)
             for mid, sub in self.module_spec.module_specs().items()}).build().to(self.device)
+        self._target_updates = {}
+        for mid, sub in module.items():
+            if isinstance(sub, TargetNetworkAPI):
+                sub.make_target_networks()  # Frozen copies: left out of optimizers below.
+                if self._may_train(mid, sub):
+                    self._target_updates[mid] = dict.fromkeys(
+                        ("module_steps_trained", "last_target_update_ts", "num_target_updates"), 0)
+        self._ssl_ids = {mid for mid, sub in module.items()
+                         if isinstance(sub, SelfSupervisedLossAPI)}
+        self._runner_keys = self._runner_state_keys(module)
         if self.world_size > 1:
             if not torch.distributed.is_initialized():
                 raise RuntimeError(
@@ -145,8 +176,32 @@ class TorchLearner:
             for mid, sub in module.items()}
         self.configure_optimizers()
         unique = {id(p): p for params in self._optimizer_params.values() for p in params}
-        self._synced_params = list(unique.values())
-        self._params = list(module.parameters())
+        self._synced_params = [p for p in unique.values() if p.requires_grad]
+        self._params = [p for p in module.parameters() if p.requires_grad]
+
+    def _may_train(self, module_id: str, module: Any,
+                   fragments: Sequence[Fragment] | None = None) -> bool:
+        """Only torch modules that policies_to_train selects are trained."""
+        return isinstance(module, nn.Module) and is_trainable(
+            self.config.policies_to_train, module_id, fragments)
+
+    def _runner_state_keys(self, module: MultiRLModule) -> dict[str, list[str]]:
+        """The state keys of each module as env runners build it (the spec's inference-only
+        build, without learner_only and non-torch modules): exactly what a sync sends."""
+        with torch.random.fork_rng(devices=[]):  # Leaves the seeded RNG stream as it was.
+            runner_module = self.module_spec.as_inference_only().build()
+        keys = {}
+        for mid, sub in runner_module.items():
+            if not isinstance(sub, nn.Module):
+                continue
+            keys[mid] = list(sub.state_dict())
+            missing = sorted(set(keys[mid]) - set(module[mid].state_dict()))
+            if missing:
+                raise KeyError(
+                    f"Module '{mid}' ({type(sub).__qualname__}): its inference-only build holds "
+                    f"parameter(s) {missing[:3]} that the full (learner) build lacks; an "
+                    "inference-only build may only leave attributes out, not add or rename them.")
+        return keys
 
     def _select_device(self) -> torch.device:
         gpus = self.config.num_gpus_per_learner or 0
@@ -160,13 +215,14 @@ class TorchLearner:
 
     def configure_optimizers(self) -> None:
         """One ``configure_optimizers_for_module`` call per module that may be trained."""
-        for module_id in self.module.keys():
-            if is_trainable(self.config.policies_to_train, module_id):
+        for module_id, module in self.module.items():
+            if self._may_train(module_id, module):
                 self.configure_optimizers_for_module(module_id, self.config)
 
     def configure_optimizers_for_module(self, module_id: str, config: Any) -> None:
-        """One Adam over the module's parameters (none for a parameter-free module)."""
-        params = list(self.module[module_id].parameters())
+        """One Adam over the module's trainable parameters (none for a parameter-free module;
+        frozen ones, e.g. target nets, are left out)."""
+        params = [p for p in self.module[module_id].parameters() if p.requires_grad]
         if params:
             # The fused kernel steps all tensors at once: ~2x faster than the default on CPU.
             optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
@@ -183,6 +239,12 @@ class TorchLearner:
         self._optimizer_params[module_id] = list(params)
 
     # ---- the hooks --------------------------------------------------------------------------
+
+    def group_fragments(self, fragments: Sequence[Fragment]) -> dict[str, list[Fragment]]:
+        """``{module_id: fragments to train it on}``; by default each fragment goes to its own
+        module. Override to give a module data of other modules (e.g. a model of the env
+        trained on the policy's fragments); modules not selected for training are dropped."""
+        return group_by_module(fragments)
 
     def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
                                          ) -> dict[str, Sequence[np.ndarray]]:
@@ -212,13 +274,14 @@ class TorchLearner:
         the rest averaged over the learners that reported them), identical on every one.
         """
         module = self.module
-        unknown = sorted({f.module_id for f in fragments} - set(module.keys()))
+        groups = self.group_fragments(fragments)
+        unknown = sorted(set(groups) - set(module.keys()))
         if unknown:
             raise KeyError(f"Fragments for module ID(s) {unknown}, but the learner's "
                            f"MultiRLModule holds {list(module.keys())}. Check the "
                            "policy_mapping_fn and the module specs.")
-        groups = {mid: frags for mid, frags in group_by_module(fragments).items()
-                  if is_trainable(self.config.policies_to_train, mid, frags)}
+        groups = {mid: frags for mid, frags in groups.items()
+                  if self._may_train(mid, module[mid], frags)}
         counts = {mid: sum(map(len, frags)) for mid, frags in groups.items()}
         self._logged.clear()
         if groups or self.world_size > 1:  # Data-parallel peers step even without data.
@@ -227,18 +290,40 @@ class TorchLearner:
         results = self._metrics_results()
         for mid, count in counts.items():
             results.setdefault(mid, {})["num_module_steps_trained"] = count
-        results.setdefault(ALL_MODULES, {})["num_env_steps_trained"] = sum(counts.values())
+        results.setdefault(ALL_MODULES, {})["num_env_steps_trained"] = sum(
+            len(f) for f in fragments if f.module_id in groups)
         if self.world_size > 1:
             results = distributed.all_reduce_metrics(results)
+        self._update_target_networks(results)
         self.after_update(results)
         return results
+
+    def _update_target_networks(self, results: dict[str, dict[str, Any]]) -> None:
+        """Move each trained module's target nets by ``tau`` once it has trained on
+        ``target_network_update_freq`` timesteps since the last move (counts are reduced over
+        data-parallel learners, so all move alike)."""
+        for mid, track in self._target_updates.items():
+            if mid not in results or "num_module_steps_trained" not in results[mid]:
+                continue
+            track["module_steps_trained"] += results[mid]["num_module_steps_trained"]
+            if (track["module_steps_trained"] - track["last_target_update_ts"]
+                    >= self.config.target_network_update_freq):
+                for main_net, target_net in self.module[mid].get_target_network_pairs():
+                    update_target_network(main_net=main_net, target_net=target_net,
+                                          tau=self.config.tau)
+                track["last_target_update_ts"] = track["module_steps_trained"]
+                track["num_target_updates"] += 1
+            results[mid]["num_target_updates"] = track["num_target_updates"]
+            results[mid]["last_target_update_ts"] = track["last_target_update_ts"]
 
     def build_module_batch(self, module_id: str, fragments: Sequence[Fragment]
                            ) -> dict[str, Any]:
         """One module's batch on the device, extra columns included: flat [N, ...] columns,
-        or [B, max_seq_len, ...] sequences with LOSS_MASK and STATE_IN for stateful modules."""
+        or [B, max_seq_len, ...] sequences with LOSS_MASK and STATE_IN for stateful modules.
+        """
         columns = concat_fragments(
             fragments, self.compute_extra_columns_for_module(module_id, fragments))
+        columns.update(self._value_batch_rewrites.pop(module_id, {}))
         max_seq_len = self._max_seq_len[module_id]
         if max_seq_len:
             columns = cut_sequences(columns, [len(f) for f in fragments], max_seq_len)
@@ -281,8 +366,18 @@ class TorchLearner:
             fwd_out = self.module.forward_train(minibatch)
             total_loss = 0.0
             for module_id, module_batch in minibatch.items():
-                loss = self.compute_loss_for_module(module_id=module_id, config=self.config,
-                                                    batch=module_batch, fwd_out=fwd_out[module_id])
+                out = fwd_out[module_id]
+                if module_id in self._ssl_ids:
+                    loss = self.module[module_id].compute_self_supervised_loss(
+                        learner=self, module_id=module_id, config=self.config,
+                        batch=module_batch, fwd_out=out)
+                else:
+                    if Columns.ACTION_DIST_INPUTS in out:
+                        self._check_leading_dims(
+                            module_id, f"forward_train()['{Columns.ACTION_DIST_INPUTS}']",
+                            out[Columns.ACTION_DIST_INPUTS], module_batch)
+                    loss = self.compute_loss_for_module(module_id=module_id, config=self.config,
+                                                        batch=module_batch, fwd_out=out)
                 self.log_metric(module_id, "total_loss", loss)
                 total_loss = total_loss + loss
             total_loss.backward()
@@ -322,6 +417,21 @@ class TorchLearner:
 
     # ---- batches ------------------------------------------------------------------------------
 
+    def _check_leading_dims(self, module_id: str, what: str, value: Any,
+                            batch: Mapping[str, Any], exact: bool = False) -> None:
+        """Raise if a module output does not start with the batch's dims, [B] (flat) or
+        [B, T] (sequences); with ``exact`` it must have just those dims."""
+        mask = batch.get(Columns.LOSS_MASK)
+        lead = tuple(mask.shape) if mask is not None else (len(first_leaf(batch)),)
+        shape = tuple(first_leaf(value).shape)
+        if (shape != lead) if exact else (shape[:len(lead)] != lead):
+            dims = "[B, T] (sequences)" if mask is not None else "[B]"
+            raise ValueError(
+                f"{type(self.module[module_id]).__qualname__} (module '{module_id}'): {what} "
+                f"has shape {shape}, but the batch's is {lead}, i.e. {dims}; "
+                + (f"return exactly {dims}, e.g. `.squeeze(-1)` a [B, 1] output." if exact
+                   else f"return {dims} followed by the output's own dims."))
+
     def _to_device(self, columns: dict[str, Any]) -> dict[str, Any]:
         def convert(array: np.ndarray) -> torch.Tensor:
             tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -356,16 +466,42 @@ class TorchLearner:
             mask = batch[Columns.LOSS_MASK]
         else:
             batch, mask = {Columns.OBS: obs}, None
+        device_batch = self._to_device(batch)
+        before = map_tree(id, device_batch)
         with torch.no_grad():
-            values = module.compute_values(self._to_device(batch)).float().cpu().numpy()
+            values = module.compute_values(device_batch)
+        self._check_leading_dims(module_id, "compute_values()", values, batch, exact=True)
+        if map_tree(id, device_batch) != before:
+            self._keep_value_batch_rewrites(module_id, device_batch, before, lengths, mask)
+        values = values.float().cpu().numpy()
         if mask is not None:
             values = values[mask]  # Row by row: fragment after fragment.
         return np.split(values, np.cumsum(lengths)[:-1])
 
+    def _keep_value_batch_rewrites(self, module_id: str, batch: dict[str, Any],
+                                   before: dict[str, Any], lengths: Sequence[int],
+                                   mask: np.ndarray | None) -> None:
+        """compute_values rewrote its batch (RLlib's action-masking modules pop the mask out
+        of a dict observation and add it as a column): the train batch gets the same
+        columns, without the bootstrap rows, so forward_train sees what compute_values saw."""
+        keep = np.ones(sum(lengths), bool)
+        keep[np.cumsum(lengths) - 1] = False  # The last_obs row of each fragment.
+
+        def train_rows(value: Any) -> Any:
+            array = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            return (array if mask is None else array[mask])[keep]
+
+        self._value_batch_rewrites[module_id] = {
+            key: map_tree(train_rows, value) for key, value in batch.items()
+            if key not in (Columns.STATE_IN, Columns.LOSS_MASK)
+            and map_tree(id, value) != before.get(key)}
+
     # ---- state --------------------------------------------------------------------------------
 
     def get_state(self, components: str | Sequence[str] | None = None) -> dict[str, Any]:
-        """``{"rl_module": {mid: weights}, "optimizer": {name: state}}`` as numpy.
+        """``{"rl_module": {mid: weights}, "optimizer": {name: state}}`` as numpy (module
+        weights include target nets), plus the target-update counters in whole-state requests
+        of learners with target nets.
 
         ``components`` selects paths such as "rl_module", "rl_module/default_policy" or
         "optimizer/p0".
@@ -380,11 +516,13 @@ class TorchLearner:
             state["optimizer"] = {
                 name: map_tree(_to_numpy, self._optimizers[name].state_dict(), sequences=True)
                 for name in selection["optimizer"] or self._optimizers}
+        if components is None and self._target_updates:
+            state["target_updates"] = copy.deepcopy(self._target_updates)
         return state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Load a (possibly partial) state from ``get_state``; what it leaves out is kept."""
-        unknown = sorted(set(state) - {"rl_module", "optimizer"})
+        unknown = sorted(set(state) - {"rl_module", "optimizer", "target_updates"})
         if unknown:
             raise KeyError(f"{type(self).__name__}.set_state(): unknown component(s) {unknown};"
                            " a learner state holds 'rl_module' and 'optimizer'.")
@@ -397,11 +535,25 @@ class TorchLearner:
         for name, optimizer_state in state.get("optimizer", {}).items():
             self._optimizers[name].load_state_dict(
                 map_tree(_to_torch, optimizer_state, sequences=True))
+        for mid, track in state.get("target_updates", {}).items():
+            if mid in self._target_updates:
+                self._target_updates[mid].update({k: int(v) for k, v in track.items()})
 
     def get_weights(self, module_ids: Sequence[str] | None = None,
                     inference_only: bool = False) -> dict[str, dict[str, np.ndarray]]:
-        return self.module.get_state(inference_only=inference_only,
-                                     module_ids=None if module_ids is None else list(module_ids))
+        """Module weights as numpy; ``inference_only``: exactly what env runners' modules hold
+        (their inference-only build's parameters; learner_only and non-torch modules left
+        out), target nets and other learner-only parts never included."""
+        if not inference_only:
+            return self.module.get_state(module_ids=None if module_ids is None
+                                         else list(module_ids))
+        ids = self._runner_keys if module_ids is None else [
+            mid for mid in module_ids if mid in self._runner_keys]
+        weights = {}
+        for mid in ids:
+            own = self.module[mid].state_dict()
+            weights[mid] = {k: _to_numpy(own[k]) for k in self._runner_keys[mid]}
+        return weights
 
     def set_weights(self, weights: Mapping[str, Mapping[str, Any]]) -> None:
         self.module.set_state(weights)

@@ -10,12 +10,15 @@ from rlmodules.columns import (COMPONENT_ENV_RUNNER, COMPONENT_ENV_TO_MODULE_CON
                                COMPONENT_OPTIMIZER, COMPONENT_RL_MODULE, DEFAULT_AGENT_ID,
                                DEFAULT_MODULE_ID, DEFAULT_POLICY_ID, ENCODER_OUT, Columns)
 from rlmodules.default_model_config import DefaultModelConfig
+from rlmodules.encoders import ACTOR, CRITIC
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from rlmodules.rl_module import RLModule, RLModuleSpec
 from rlmodules.torch_rl_module import TorchRLModule
 from rlmodules import compat  # noqa: F401  (last: it installs the alpha API on RLModule)
 
 __all__ = [
+    "ACTOR",
+    "CRITIC",
     "COMPONENT_ENV_RUNNER",
     "COMPONENT_ENV_TO_MODULE_CONNECTOR",
     "COMPONENT_EVAL_ENV_RUNNER",

@@ -326,6 +326,7 @@ SLOTS: dict[str, Slot] = {
     "module_class": Slot("an RLModule subclass", ("rlmodules.rl_module:RLModule",)),
     "multi_rl_module_class": Slot("a MultiRLModule subclass",
                                   ("rlmodules.multi_rl_module:MultiRLModule",)),
+    "catalog_class": Slot("a Catalog subclass", ("rlmodules.catalog:Catalog",)),
     "__dataclass__": Slot("an RLModuleSpec, MultiRLModuleSpec or DefaultModelConfig", (
         "rlmodules.rl_module:RLModuleSpec", "rlmodules.multi_rl_module:MultiRLModuleSpec",
         "rlmodules.default_model_config:DefaultModelConfig")),
@@ -349,10 +350,14 @@ def resolve(name: Any, slot: str, key: str, path: Any, trusted: Sequence[Any] = 
     try:
         obj = _lookup(name)
     except Exception as err:  # Whatever importing the named module raised.
+        module_name, _, qualname = str(name).partition(":")
         raise CheckpointError(
-            f"Checkpoint '{path}': cannot import {key} = {name!r} ({err!r}). Classes must be "
-            "importable by module and name (not defined inside a function); else build the "
-            "module yourself and call restore_from_path(), or pass trusted=[cls].") from err
+            f"Checkpoint '{path}': cannot import {key} = {name!r}: class {qualname!r}, recorded "
+            f"in module {module_name!r}, is not importable now ({err!r}). Define the class in "
+            "an importable module (not in __main__, a notebook or a function) and save again; "
+            f"or pass it: from_checkpoint(path, trusted=[{qualname.rpartition('.')[2]}]) (an "
+            "algorithm: from_checkpoint(path, config=my_config)); or build the module yourself "
+            "and call restore_from_path().") from err
     if not (inspect.isclass(obj) and issubclass(obj, tuple(_lookup(b) for b in fits.bases))):
         raise CheckpointError(refused)
     return obj
@@ -386,10 +391,20 @@ def _write_module(module: Any, directory: Path) -> None:
                                "ctor_args": to_json(module.get_ctor_args(), "ctor_args")})
 
 
+def _read_module_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    meta = read_metadata(path)
+    if meta.get("kind") not in ("rl_module", "multi_rl_module"):
+        raise CheckpointError(
+            f"'{path}' is not a module checkpoint (it holds a {meta.get('kind')}); pass a "
+            "directory written by RLModule.save_to_path() (in an algorithm checkpoint: its "
+            "learner_group/learner/rl_module/<module_id>).")
+    return meta
+
+
 def load_module(path: str | os.PathLike, trusted: Sequence[Any] = ()) -> Any:
     """Rebuild the module at ``path`` from its class and constructor arguments, then load its
     weights; every stored name must fit its slot or name an object in ``trusted``."""
-    meta = read_metadata(path)
+    meta = _read_module_metadata(path)
     multi = meta.get("kind") == "multi_rl_module"
     cls = resolve(meta.get("class"), "multi_rl_module_class" if multi else "module_class",
                   "class", path, trusted)
@@ -400,7 +415,7 @@ def load_module(path: str | os.PathLike, trusted: Sequence[Any] = ()) -> Any:
         raise CheckpointError(f"Checkpoint '{path}': ctor_args['rl_module_specs'] must map "
                               f"module IDs to RLModuleSpecs, got {specs!r}.")
     try:
-        module = cls(**args)
+        module = cls(**args) if multi else spec_class(module_class=cls, **args).build()
     except TypeError as err:
         raise CheckpointError(
             f"Checkpoint '{path}': {meta['class']} cannot be rebuilt from its recorded "
@@ -413,7 +428,7 @@ def load_module(path: str | os.PathLike, trusted: Sequence[Any] = ()) -> Any:
 def restore_module(module: Any, path: str | os.PathLike) -> None:
     """Load the weights at ``path`` into ``module``; errors name the path and the mismatch."""
     path = Path(path)
-    meta = read_metadata(path)
+    meta = _read_module_metadata(path)
     is_multi = _is_multi(module)
     if (meta.get("kind") == "multi_rl_module") != is_multi:
         held = "a MultiRLModule" if meta.get("kind") == "multi_rl_module" else "a single RLModule"
@@ -421,13 +436,17 @@ def restore_module(module: Any, path: str | os.PathLike) -> None:
         raise CheckpointError(f"Checkpoint '{path}' holds {held}, but {type(module).__name__} "
                               f"is {'' if is_multi else 'not '}a MultiRLModule{hint}.")
     if is_multi:
-        unknown = [mid for mid in meta["module_ids"] if mid not in module]
+        # An inference-only MultiRLModule leaves out the learner-only modules it saved.
+        skip = [mid for mid in meta["module_ids"] if mid not in module and module.inference_only
+                and read_metadata(path / mid).get("ctor_args", {}).get("learner_only")]
+        unknown = [mid for mid in meta["module_ids"] if mid not in module and mid not in skip]
         if unknown:
             raise CheckpointError(
                 f"Checkpoint '{path}' has module(s) {unknown} that {type(module).__name__} lacks "
                 f"(it holds {list(module.keys())}).")
         for module_id in meta["module_ids"]:
-            restore_module(module[module_id], path / module_id)
+            if module_id not in skip:
+                restore_module(module[module_id], path / module_id)
         return
     state = load_state_tensors(path / WEIGHTS_FILE)
     try:

@@ -34,6 +34,7 @@ class RLModuleConfig:
     model_config_dict: dict[str, Any] = field(default_factory=dict)
     catalog_class: type | None = None
     inference_only: bool = False
+    learner_only: bool = False
 
 
 @dataclass

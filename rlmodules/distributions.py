@@ -1,7 +1,8 @@
 """Action distributions built from a module's ``action_dist_inputs``.
 
 Each class wraps a ``torch.distributions`` object so that env runners and learners can
-sample, score and compare actions without knowing the action space. Turn a forward
+sample, score and compare actions without knowing the action space (``default_dist_cls``
+picks one for Discrete, MultiDiscrete, MultiBinary, Box, Tuple and Dict spaces). Turn a forward
 pass's output into a distribution with ``action_dist_from_output`` (it also accepts the
 torch.distributions objects that alpha-API and notebook-style modules return).
 """
@@ -16,6 +17,7 @@ import torch
 from torch import distributions as td
 
 from rlmodules.columns import Columns
+from rlmodules.tree import Tree, map_tree
 
 
 class TorchDistribution:
@@ -31,16 +33,19 @@ class TorchDistribution:
         raise NotImplementedError
 
     @classmethod
-    def required_input_dim(cls, space: gym.Space) -> int:
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
         """Size of the last dim of ``action_dist_inputs`` this class needs for ``space``."""
         raise NotImplementedError
 
     @classmethod
     def get_partial_dist_cls(cls, **kwargs) -> type["TorchDistribution"]:
-        """A subclass whose ``from_logits`` has ``kwargs`` bound (e.g. ``input_lens``)."""
-        name = f"{cls.__name__}Partial"
-        return type(name, (cls,), {"from_logits": classmethod(
-            lambda sub, logits, **kw: cls.from_logits(logits, **{**kwargs, **kw}))})
+        """A subclass whose ``from_logits`` and ``required_input_dim`` have ``kwargs`` bound
+        (e.g. ``input_lens``)."""
+        return type(f"{cls.__name__}Partial", (cls,), {
+            "from_logits": classmethod(
+                lambda sub, logits, **kw: cls.from_logits(logits, **{**kwargs, **kw})),
+            "required_input_dim": classmethod(
+                lambda sub, space, **kw: cls.required_input_dim(space, **{**kwargs, **kw}))})
 
     def sample(self) -> torch.Tensor:
         return self.dist.sample()
@@ -76,7 +81,7 @@ class TorchCategorical(TorchDistribution):
         return cls(logits=logits)
 
     @classmethod
-    def required_input_dim(cls, space: gym.Space) -> int:
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
         return int(space.n)
 
     def logp(self, value: torch.Tensor) -> torch.Tensor:
@@ -87,27 +92,72 @@ class TorchCategorical(TorchDistribution):
 
 
 class TorchDiagGaussian(TorchDistribution):
-    """Independent Gaussians per action dim; ``from_logits`` splits inputs into mean and log-std.
+    """Independent Gaussians, one per action element; ``from_logits`` splits the inputs into
+    means and log-stds, shaped like the Box (``shape``; default: a flat vector).
 
-    ``logp``, ``entropy`` and ``kl`` sum over the action dims.
+    ``logp``, ``entropy`` and ``kl`` sum over the action's ``event_ndims`` trailing dims.
     """
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
-        self.dist = td.Independent(td.Normal(loc, scale, validate_args=False), 1)
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, event_ndims: int = 1):
+        self.dist = td.Independent(td.Normal(loc, scale, validate_args=False), event_ndims)
         self.loc = loc
         self.scale = scale
+        self.event_ndims = event_ndims
 
     @classmethod
-    def from_logits(cls, logits: torch.Tensor, **kwargs) -> "TorchDiagGaussian":
+    def from_logits(cls, logits: torch.Tensor, shape: Sequence[int] | None = None,
+                    **kwargs) -> "TorchDiagGaussian":
         loc, log_std = logits.chunk(2, dim=-1)
-        return cls(loc=loc, scale=log_std.exp())
+        if shape is None:
+            return cls(loc=loc, scale=log_std.exp())
+        full = (*logits.shape[:-1], *shape)
+        return cls(loc=loc.reshape(full), scale=log_std.exp().reshape(full),
+                   event_ndims=len(shape))
 
     @classmethod
-    def required_input_dim(cls, space: gym.Space) -> int:
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
         return 2 * int(np.prod(space.shape))
 
     def to_deterministic(self) -> "TorchDeterministic":
-        return TorchDeterministic(loc=self.loc)
+        return TorchDeterministic(loc=self.loc, event_ndims=self.event_ndims)
+
+
+class TorchBernoulli(TorchDistribution):
+    """Independent binary actions (MultiBinary), one logit each, shaped ``shape`` (default: a
+    flat vector); samples have ``dtype`` (the space's, int8 for MultiBinary).
+
+    ``logp``, ``entropy`` and ``kl`` sum over the action's elements.
+    """
+
+    def __init__(self, logits: torch.Tensor, dtype: torch.dtype = torch.float32,
+                 event_ndims: int = 1):
+        self.dist = td.Independent(td.Bernoulli(logits=logits, validate_args=False),
+                                   event_ndims)
+        self.logits = logits
+        self.dtype = dtype
+        self.event_ndims = event_ndims
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, shape: Sequence[int] | None = None,
+                    dtype: torch.dtype = torch.float32, **kwargs) -> "TorchBernoulli":
+        if shape is None:
+            return cls(logits=logits, dtype=dtype)
+        return cls(logits=logits.reshape(*logits.shape[:-1], *shape), dtype=dtype,
+                   event_ndims=len(shape))
+
+    @classmethod
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
+        return int(np.prod(space.shape))
+
+    def sample(self) -> torch.Tensor:
+        return self.dist.sample().to(self.dtype)
+
+    def logp(self, value: torch.Tensor) -> torch.Tensor:
+        return self.dist.log_prob(value.to(self.logits.dtype))
+
+    def to_deterministic(self) -> "TorchDeterministic":
+        return TorchDeterministic(loc=(self.logits > 0).to(self.dtype),
+                                  event_ndims=self.event_ndims)
 
 
 class TorchMultiCategorical(TorchDistribution):
@@ -132,7 +182,7 @@ class TorchMultiCategorical(TorchDistribution):
         return cls([TorchCategorical(logits=p) for p in parts])
 
     @classmethod
-    def required_input_dim(cls, space: gym.Space) -> int:
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
         return int(np.sum(space.nvec))
 
     def sample(self) -> torch.Tensor:
@@ -152,11 +202,89 @@ class TorchMultiCategorical(TorchDistribution):
             loc=torch.stack([torch.argmax(c.logits, dim=-1) for c in self.cats], dim=-1))
 
 
+class TorchMultiDistribution(TorchDistribution):
+    """Composite actions (Tuple and Dict spaces): one child distribution per leaf of a
+    dict/tuple struct (nested allowed).
+
+    The inputs are the children's inputs concatenated in the struct's flattened order,
+    dict keys sorted (RLlib's order); ``input_lens`` gives their sizes in that order.
+    ``sample()`` returns the struct of the children's samples, ``logp(struct)``,
+    ``entropy()`` and ``kl()`` sum the children's.
+    """
+
+    def __init__(self, child_distribution_struct: Tree):
+        self.children = _sorted(child_distribution_struct)
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, child_distribution_cls_struct: Tree = None,
+                    input_lens: Sequence[int] | None = None,
+                    **kwargs) -> "TorchMultiDistribution":
+        if child_distribution_cls_struct is None or input_lens is None:
+            raise ValueError(
+                "TorchMultiDistribution.from_logits needs `child_distribution_cls_struct` and "
+                "`input_lens`; use default_dist_cls(space) or TorchMultiDistribution."
+                "get_partial_dist_cls(child_distribution_cls_struct=..., input_lens=[...]).")
+        classes = _sorted(child_distribution_cls_struct)
+        n_children = _sum_over(lambda c: 1, classes)
+        if len(input_lens) != n_children or sum(input_lens) != logits.shape[-1]:
+            raise ValueError(
+                f"TorchMultiDistribution: input_lens {list(input_lens)} (sum {sum(input_lens)}) "
+                f"must have one size per child distribution ({n_children}) and sum to the "
+                f"logits' last dim ({logits.shape[-1]}).")
+        parts = iter(torch.split(logits, list(input_lens), dim=-1))
+        return cls(map_tree(lambda c: c.from_logits(next(parts), **kwargs), classes,
+                            sequences=True))
+
+    @classmethod
+    def required_input_dim(cls, space: gym.Space, input_lens: Sequence[int] | None = None,
+                           **kwargs) -> int:
+        if input_lens is None:
+            return default_dist_cls(space).required_input_dim(space)
+        return int(sum(input_lens))
+
+    def _map(self, fn: Any, *others: Tree) -> Tree:
+        return map_tree(fn, self.children, *others, sequences=True)
+
+    def sample(self) -> Tree:
+        return self._map(lambda d: d.sample())
+
+    def rsample(self) -> Tree:
+        return self._map(lambda d: d.rsample())
+
+    def logp(self, value: Tree) -> torch.Tensor:
+        return _sum_over(lambda d, v: d.logp(v), self.children, value)
+
+    def entropy(self) -> torch.Tensor:
+        return _sum_over(lambda d: d.entropy(), self.children)
+
+    def kl(self, other: "TorchMultiDistribution") -> torch.Tensor:
+        return _sum_over(lambda d, o: d.kl(o), self.children, other.children)
+
+    def to_deterministic(self) -> "TorchMultiDistribution":
+        return TorchMultiDistribution(self._map(lambda d: d.to_deterministic()))
+
+
+def _sorted(struct: Tree) -> Tree:
+    """``struct`` with its dicts' keys sorted: the leaf order RLlib (dm-tree) flattens in."""
+    if isinstance(struct, dict):
+        return {k: _sorted(struct[k]) for k in sorted(struct)}
+    if isinstance(struct, (tuple, list)):
+        return type(struct)(_sorted(s) for s in struct)
+    return struct
+
+
+def _sum_over(fn: Any, struct: Tree, *others: Tree) -> Any:
+    """The sum of ``fn`` over the leaves of ``struct`` (and the matching ones of ``others``)."""
+    terms: list[Any] = []
+    map_tree(lambda *leaves: terms.append(fn(*leaves)), struct, *others, sequences=True)
+    return sum(terms)
+
+
 class TorchDeterministic(TorchDistribution):
     """A point mass at ``loc``: what greedy inference samples from.
 
     ``event_ndims`` is how many trailing dims of ``loc`` make up one action (0 for a
-    discrete action, 1 for a vector action).
+    discrete action, 1 for a vector action). ``logp`` and ``entropy`` are zeros, as RLlib's.
     """
 
     def __init__(self, loc: torch.Tensor, event_ndims: int = 1):
@@ -168,7 +296,7 @@ class TorchDeterministic(TorchDistribution):
         return cls(loc=logits)
 
     @classmethod
-    def required_input_dim(cls, space: gym.Space) -> int:
+    def required_input_dim(cls, space: gym.Space, **kwargs) -> int:
         return int(np.prod(space.shape))
 
     def sample(self) -> torch.Tensor:
@@ -178,12 +306,11 @@ class TorchDeterministic(TorchDistribution):
         return self.loc
 
     def logp(self, value: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(
-            "TorchDeterministic has no density; compute logp from the stochastic "
-            "distribution before calling to_deterministic().")
+        return self.entropy()
 
     def entropy(self) -> torch.Tensor:
-        return torch.zeros(self.loc.shape[:self.loc.dim() - self.event_ndims])
+        return torch.zeros(self.loc.shape[:self.loc.dim() - self.event_ndims],
+                           device=self.loc.device)
 
     def kl(self, other: TorchDistribution) -> torch.Tensor:
         raise NotImplementedError("TorchDeterministic has no KL divergence.")
@@ -223,15 +350,28 @@ def action_dist_from_output(out: Mapping[str, Any],
     return dist_cls.from_logits(inputs)
 
 
-def default_dist_cls(action_space: gym.Space) -> type[TorchDistribution]:
-    """The distribution class an action space gets unless a module overrides it."""
-    if isinstance(action_space, gym.spaces.Discrete):
+def default_dist_cls(space: gym.Space) -> type[TorchDistribution]:
+    """The distribution class an action space gets unless a module sets ``action_dist_cls``
+    or overrides the getters; Tuple and Dict spaces get a TorchMultiDistribution of these."""
+    if isinstance(space, gym.spaces.Discrete):
         return TorchCategorical
-    if isinstance(action_space, gym.spaces.Box):
-        return TorchDiagGaussian
-    if isinstance(action_space, gym.spaces.MultiDiscrete):
+    if isinstance(space, gym.spaces.Box):
+        return TorchDiagGaussian if len(space.shape) == 1 else \
+            TorchDiagGaussian.get_partial_dist_cls(shape=space.shape)
+    if isinstance(space, gym.spaces.MultiDiscrete):
         return TorchMultiCategorical.get_partial_dist_cls(
-            input_lens=[int(n) for n in action_space.nvec.ravel()])
+            input_lens=[int(n) for n in space.nvec.ravel()])
+    if isinstance(space, gym.spaces.MultiBinary):
+        dtype = torch.from_numpy(np.zeros(0, space.dtype)).dtype
+        return TorchBernoulli.get_partial_dist_cls(shape=space.shape, dtype=dtype)
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        is_dict = isinstance(space, gym.spaces.Dict)
+        keys = sorted(space.spaces) if is_dict else range(len(space.spaces))
+        classes = {k: default_dist_cls(space[k]) for k in keys}
+        return TorchMultiDistribution.get_partial_dist_cls(
+            child_distribution_cls_struct=classes if is_dict else tuple(classes.values()),
+            input_lens=[classes[k].required_input_dim(space[k]) for k in keys])
     raise ValueError(
-        f"No default action distribution for action space {action_space!r}: override "
-        "get_{inference,exploration,train}_action_dist_cls() in your RLModule.")
+        f"No default action distribution for action space {space!r}: set "
+        "self.action_dist_cls in your RLModule's setup() or override "
+        "get_{inference,exploration,train}_action_dist_cls().")

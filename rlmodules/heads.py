@@ -12,30 +12,30 @@ import torch
 from torch import nn
 
 from rlmodules.default_model_config import DefaultModelConfig
-from rlmodules.distributions import default_dist_cls
+from rlmodules.distributions import TorchDiagGaussian, TorchDistribution, default_dist_cls
 from rlmodules.layers import mlp, orthogonal_init
 
 
 class PolicyHead(nn.Module):
-    """Features -> ``action_dist_inputs`` for the action space's default distribution.
+    """Features -> ``action_dist_inputs`` of size ``dist_cls.required_input_dim(action_space)``.
 
-    Discrete: n logits; MultiDiscrete: sum(nvec) logits; 1D Box: per dim a mean and a
-    log-std (clipped to +-log_std_clip_param). With ``free_log_std`` the log-std is one
-    learned parameter per dim that does not depend on the features.
+    ``dist_cls`` defaults to the action space's default distribution (Discrete, MultiDiscrete,
+    MultiBinary, Box of any shape, Tuple, Dict). For a TorchDiagGaussian (Box actions) the
+    inputs are the flattened means, then log-stds clipped to +-log_std_clip_param; with
+    ``free_log_std`` the log-stds are one learned parameter per dim that does not depend on
+    the features.
     """
 
-    def __init__(self, input_dim: int, action_space: gym.Space, cfg: DefaultModelConfig) -> None:
+    def __init__(self, input_dim: int, action_space: gym.Space, cfg: DefaultModelConfig,
+                 dist_cls: type[TorchDistribution] | None = None) -> None:
         super().__init__()
-        self.is_box = isinstance(action_space, gym.spaces.Box)
-        if not (isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) or (
-                self.is_box and len(action_space.shape) == 1)):
+        dist_cls = default_dist_cls(action_space) if dist_cls is None else dist_cls
+        self.is_gaussian = issubclass(dist_cls, TorchDiagGaussian)
+        if cfg.free_log_std and not self.is_gaussian:
             raise ValueError(
-                f"The default models support Discrete, MultiDiscrete and 1D Box actions, got "
-                f"{action_space!r}; write a custom RLModule (and distribution) for it.")
-        if cfg.free_log_std and not self.is_box:
-            raise ValueError(f"model_config['free_log_std'] = True needs Box actions, got "
-                             f"{action_space!r}; set it to False.")
-        out_dim = default_dist_cls(action_space).required_input_dim(action_space)
+                f"model_config['free_log_std'] = True needs Box actions (a TorchDiagGaussian), "
+                f"got {action_space!r} with {dist_cls.__name__}; set it to False.")
+        out_dim = dist_cls.required_input_dim(action_space)
         out_dim //= 2 if cfg.free_log_std else 1  # The log-stds are then a parameter.
         self.net = mlp(input_dim, cfg, "head_fcnet", out_dim, orthogonal_init(0.01))
         self.log_std = nn.Parameter(torch.zeros(out_dim)) if cfg.free_log_std else None
@@ -43,7 +43,7 @@ class PolicyHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.net(features)
-        if not self.is_box:
+        if not self.is_gaussian:
             return out
         if self.log_std is None:
             mean, log_std = out.chunk(2, dim=-1)
@@ -53,11 +53,11 @@ class PolicyHead(nn.Module):
 
 
 class ValueHead(nn.Module):
-    """Features [..., D] -> state values [...]."""
+    """Features [..., D] -> state values [..., 1] (``compute_values`` squeezes, as RLlib's)."""
 
     def __init__(self, input_dim: int, cfg: DefaultModelConfig) -> None:
         super().__init__()
         self.net = mlp(input_dim, cfg, "head_fcnet", 1, orthogonal_init(1.0))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features).squeeze(-1)
+        return self.net(features)

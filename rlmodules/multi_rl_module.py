@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -11,7 +12,53 @@ from torch import nn
 
 from rlmodules.columns import DEFAULT_MODULE_ID
 from rlmodules.rl_module import RLModule, RLModuleSpec
-from rlmodules.torch_rl_module import TorchRLModule
+from rlmodules.torch_rl_module import TorchRLModule, to_tensors
+
+
+class _SubModules(nn.ModuleDict):
+    """Sub-modules by module ID, in insertion order. Torch ones are registered children (so
+    ``parameters()``, ``to()`` and ``state_dict()`` cover them); plain RLModules (e.g.
+    numpy heuristics) are only held, as RLlib holds every sub-module in a plain dict."""
+
+    def __init__(self, modules: Mapping[str, RLModule] | None = None) -> None:
+        super().__init__()
+        self.all: dict[str, RLModule] = {}
+        self.update(modules or {})
+
+    def __setitem__(self, module_id: str, module: RLModule) -> None:
+        self._modules.pop(module_id, None)
+        if isinstance(module, nn.Module):
+            super().__setitem__(module_id, module)
+        self.all[module_id] = module
+
+    def __delitem__(self, module_id: str) -> None:
+        del self.all[module_id]
+        self._modules.pop(module_id, None)
+
+    def __getitem__(self, module_id: str) -> RLModule:
+        return self.all[module_id]
+
+    def __contains__(self, module_id: object) -> bool:
+        return module_id in self.all
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.all)
+
+    def keys(self):
+        return self.all.keys()
+
+    def values(self):
+        return self.all.values()
+
+    def items(self):
+        return self.all.items()
+
+    def clear(self) -> None:
+        self.all.clear()
+        self._modules.clear()
 
 
 class MultiRLModule(TorchRLModule):
@@ -29,15 +76,19 @@ class MultiRLModule(TorchRLModule):
         super().__init__(*args, **kwargs)
 
     def setup(self) -> None:
-        self._rl_modules = nn.ModuleDict()
+        """Build one sub-module per spec; an inference-only build (on env runners) builds
+        them inference-only and leaves out the ``learner_only`` ones."""
+        self._rl_modules = {}
         for module_id, spec in self.rl_module_specs.items():
             if self.inference_only:
+                if spec.learner_only:
+                    continue
                 spec = spec.as_inference_only()
             self._rl_modules[module_id] = spec.build()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_rl_modules" and not isinstance(value, nn.ModuleDict):
-            value = nn.ModuleDict(value)  # Alpha-API subclasses assign a plain dict.
+        if name == "_rl_modules" and not isinstance(value, _SubModules):
+            value = _SubModules(value)  # Subclasses (alpha API too) assign a plain dict.
         super().__setattr__(name, value)
 
     # ---- dict-like access -------------------------------------------------------------------
@@ -94,6 +145,14 @@ class MultiRLModule(TorchRLModule):
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._per_module("forward_train", batch, **kwargs)
 
+    def _to_tensors(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """As a torch module does, except for the batches of plain (numpy) sub-modules."""
+        modules = self._rl_modules
+        if len(modules.all) == len(modules._modules):
+            return to_tensors(batch)
+        plain = modules.all.keys() - modules._modules.keys()
+        return {k: v if k in plain else to_tensors(v) for k, v in batch.items()}
+
     def _per_module(self, method: str, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         if type(self)._forward is not RLModule._forward:  # A subclass' own _forward wins.
             return self._forward(batch, **kwargs)
@@ -116,8 +175,11 @@ class MultiRLModule(TorchRLModule):
             self[module_id].set_state(module_state)
 
     def get_ctor_args(self) -> dict[str, Any]:
-        args = {k: v for k, v in super().get_ctor_args().items() if k != "catalog_class"}
-        return {**args, "rl_module_specs": dict(self.rl_module_specs)}
+        """The specs without ``load_state_path``: the weights are what the module holds now."""
+        args = {k: v for k, v in super().get_ctor_args().items()
+                if k not in ("catalog_class", "learner_only")}
+        return {**args, "rl_module_specs": {mid: dataclasses.replace(spec, load_state_path=None)
+                                            for mid, spec in self.rl_module_specs.items()}}
 
     def as_multi_agent(self) -> "MultiRLModule":
         return self
@@ -140,6 +202,8 @@ class MultiRLModuleSpec:
     inference_only: bool = False
     model_config: Mapping[str, Any] | None = None
     rl_module_specs: RLModuleSpec | dict[str, RLModuleSpec] | None = None
+    load_state_path: str | os.PathLike | None = None
+    """A MultiRLModule checkpoint written by ``save_to_path`` whose weights ``build()`` loads."""
 
     def module_specs(self, module_ids: list[str] | None = None) -> dict[str, RLModuleSpec]:
         """One spec per module ID, expanding a single shared spec to ``module_ids``."""
@@ -149,10 +213,13 @@ class MultiRLModuleSpec:
         return dict(specs or {})
 
     def build(self) -> MultiRLModule:
-        return self.multi_rl_module_class(
+        module = self.multi_rl_module_class(
             observation_space=self.observation_space, action_space=self.action_space,
             inference_only=self.inference_only, model_config=self.model_config,
             rl_module_specs=self.module_specs())
+        if self.load_state_path is not None:
+            module.restore_from_path(self.load_state_path)
+        return module
 
     def as_inference_only(self) -> "MultiRLModuleSpec":
         return dataclasses.replace(self, inference_only=True)

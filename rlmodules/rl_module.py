@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import tempfile
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import gymnasium as gym
 import torch
 
+from rlmodules.apis.inference_only_api import InferenceOnlyAPI
 from rlmodules.checkpoint import load_module, restore_module, save_module
 from rlmodules.columns import DEFAULT_MODULE_ID, Columns
 from rlmodules.default_model_config import DefaultModelConfig
@@ -21,7 +23,11 @@ if TYPE_CHECKING:
     from rlmodules.multi_rl_module import MultiRLModule
 
 # What every RLModule's constructor takes; RLModuleSpec fields of the same names feed it.
-CTOR_ARGS = ("observation_space", "action_space", "inference_only", "model_config", "catalog_class")
+CTOR_ARGS = ("observation_space", "action_space", "inference_only", "learner_only", "model_config",
+             "catalog_class")
+
+_DIST_GETTERS = ("get_inference_action_dist_cls", "get_exploration_action_dist_cls",
+                 "get_train_action_dist_cls")
 
 # Keys a forward pass used for acting must return (``action_dist`` is the alpha API's name).
 _ACTION_KEYS = (Columns.ACTIONS, Columns.ACTION_DIST_INPUTS, Columns.ACTION_DIST)
@@ -32,10 +38,16 @@ class RLModule:
 
     Subclasses implement ``setup()`` and ``_forward_exploration``, ``_forward_inference``,
     ``_forward_train`` (or just ``_forward``, which each of them falls back to).
+    ``catalog_class`` is built into ``self.catalog`` before ``setup()``; ``learner_only``
+    modules exist only on learners (inference-only MultiRLModules leave them out).
     The ``config`` argument and ``self.config`` are the alpha API's (see ``rlmodules.compat``).
     """
 
     framework: str | None = None
+
+    action_dist_cls: type[TorchDistribution] | None = None
+    """The action distribution class of all three passes; None: the action space's default.
+    ``setup()`` may set it (e.g. a Categorical with a temperature)."""
 
     def __init__(
         self,
@@ -44,6 +56,7 @@ class RLModule:
         observation_space: gym.Space | None = None,
         action_space: gym.Space | None = None,
         inference_only: bool = False,
+        learner_only: bool = False,
         model_config: Mapping[str, Any] | DefaultModelConfig | None = None,
         catalog_class: type | None = None,
         **kwargs: Any,
@@ -52,6 +65,7 @@ class RLModule:
             observation_space = config.observation_space
             action_space = config.action_space
             inference_only = config.inference_only
+            learner_only = config.learner_only
             model_config = config.model_config_dict
             catalog_class = config.catalog_class
         if kwargs:
@@ -61,11 +75,28 @@ class RLModule:
         self.observation_space = observation_space
         self.action_space = action_space
         self.inference_only = bool(inference_only)
+        self.learner_only = bool(learner_only)
         if isinstance(model_config, DefaultModelConfig):
             model_config = dataclasses.asdict(model_config)
         self.model_config: dict[str, Any] = dict(model_config or {})
         self.catalog_class = catalog_class
+        self.catalog = None if catalog_class is None else catalog_class(
+            observation_space=observation_space, action_space=action_space,
+            model_config_dict=self.model_config)
         self.setup()
+        if self.inference_only and isinstance(self, InferenceOnlyAPI):
+            self._drop_non_inference_attributes()
+
+    def _drop_non_inference_attributes(self) -> None:
+        """Delete what ``get_non_inference_attributes()`` names (dotted paths too), so an
+        inference-only build never holds learner-only networks, whatever setup() made."""
+        for path in self.get_non_inference_attributes():
+            owner: Any = self
+            *parents, name = path.split(".")
+            for part in parents:
+                owner = getattr(owner, part, None)
+            if hasattr(owner, name):
+                delattr(owner, name)
 
     def setup(self) -> None:
         """Build the sub-networks here; the spaces and ``model_config`` are already set."""
@@ -139,10 +170,34 @@ class RLModule:
 
     # ---- action distributions ---------------------------------------------------------------
 
-    def get_train_action_dist_cls(self) -> type[TorchDistribution]:
-        return default_dist_cls(self.action_space)
+    def get_inference_action_dist_cls(self) -> type[TorchDistribution]:
+        """``self.action_dist_cls`` if set, else the action space's default."""
+        return self._action_dist_cls("get_inference_action_dist_cls")
 
-    get_inference_action_dist_cls = get_exploration_action_dist_cls = get_train_action_dist_cls
+    def get_exploration_action_dist_cls(self) -> type[TorchDistribution]:
+        """The inference class unless overridden."""
+        return self._action_dist_cls("get_exploration_action_dist_cls")
+
+    def get_train_action_dist_cls(self) -> type[TorchDistribution]:
+        """The inference class unless overridden."""
+        return self._action_dist_cls("get_train_action_dist_cls")
+
+    def _action_dist_cls(self, asked: str) -> type[TorchDistribution]:
+        """``action_dist_cls``; else what a getter the subclass overrides returns (inference
+        first), so that a custom class is never replaced by the default where the other
+        getters are not overridden; else the action space's default. Within that call
+        (a ``super()`` call of the override) the base getters give the default."""
+        if self.action_dist_cls is not None:
+            return self.action_dist_cls
+        if not self.__dict__.get("_resolving_dist_cls"):
+            for name in _DIST_GETTERS:
+                if name != asked and getattr(type(self), name) is not getattr(RLModule, name):
+                    self.__dict__["_resolving_dist_cls"] = True
+                    try:
+                        return getattr(self, name)()
+                    finally:
+                        del self.__dict__["_resolving_dist_cls"]
+        return default_dist_cls(self.action_space)
 
     # ---- recurrent state --------------------------------------------------------------------
 
@@ -155,15 +210,20 @@ class RLModule:
 
     # ---- state and checkpoints --------------------------------------------------------------
 
-    def get_non_inference_attributes(self) -> list[str]:
-        """Attribute names of learner-only sub-networks that inference-only copies leave out."""
-        return []
+    def unwrapped(self) -> "RLModule":
+        """This module itself (learners that wrap modules, e.g. for DDP, return the inner one)."""
+        return self
 
     def get_state(self, inference_only: bool = False) -> dict[str, Any]:
-        raise NotImplementedError
+        """A plain (non-torch) RLModule has no weights: ``{}``; override to keep some."""
+        return {}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        """Loads nothing: a plain RLModule has no weights (its ``get_state()`` is ``{}``)."""
+        if state:
+            raise KeyError(
+                f"{type(self).__name__}.set_state(): this module holds no state, but got "
+                f"entries {sorted(state)[:3]}; override get_state()/set_state() to keep some.")
 
     def get_ctor_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this module (what checkpoints record)."""
@@ -211,8 +271,11 @@ class RLModuleSpec:
     observation_space: gym.Space | None = None
     action_space: gym.Space | None = None
     inference_only: bool = False
+    learner_only: bool = False
     model_config: Mapping[str, Any] | DefaultModelConfig | None = None
     catalog_class: type | None = None
+    load_state_path: str | os.PathLike | None = None
+    """A checkpoint written by ``save_to_path`` whose weights ``build()`` loads."""
 
     def build(self) -> RLModule:
         missing = [name for name in ("module_class", "observation_space", "action_space")
@@ -222,7 +285,15 @@ class RLModuleSpec:
                 f"RLModuleSpec.build(): {', '.join(missing)} not set. Pass them to the spec, "
                 "or hand the spec to an algorithm config, which fills them from the env and "
                 "its default module.")
-        return self.module_class(**{name: getattr(self, name) for name in CTOR_ARGS})
+        args = {name: getattr(self, name) for name in CTOR_ARGS}
+        params = inspect.signature(self.module_class.__init__).parameters.values()
+        if not any(p.name == "learner_only" or p.kind is p.VAR_KEYWORD for p in params):
+            del args["learner_only"]  # A fixed __init__ written before RLlib added it.
+        module = self.module_class(**args)
+        module.learner_only = self.learner_only
+        if self.load_state_path is not None:
+            module.restore_from_path(self.load_state_path)
+        return module
 
     def update(self, other: "RLModuleSpec", override: bool = True) -> None:
         """Take ``other``'s set fields; with ``override=False`` only where ours are None."""

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlmodules.apis import InferenceOnlyAPI, TargetNetworkAPI
 from rlmodules.rl_module import RLModule
 from rlmodules.tree import map_tree
 
@@ -28,16 +29,23 @@ class TorchRLModule(nn.Module, RLModule):
         return to_tensors(batch)
 
     def get_state(self, inference_only: bool = False) -> dict[str, np.ndarray]:
-        """Weights as numpy copies, keyed like ``state_dict()``; cheap to ship to actors."""
-        skip = self._learner_only_prefixes() if inference_only else ()
+        """Weights as numpy copies, keyed like ``state_dict()``; cheap to ship to actors.
+
+        ``inference_only=True`` leaves out what an InferenceOnlyAPI module names in
+        ``get_non_inference_attributes()``.
+        """
+        skip = tuple(f"{attr}." for attr in self.get_non_inference_attributes()) \
+            if inference_only and isinstance(self, InferenceOnlyAPI) else ()
         return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()
                 if not k.startswith(skip)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Copy ``state`` (numpy arrays or tensors) into this module's tensors in place.
 
-        An inference-only module accepts the full module's state and ignores its
-        learner-only entries; anything else must match key for key and shape for shape.
+        Every parameter must be in ``state`` with its shape. Extra entries are refused,
+        except (as RLlib loads with ``strict=False``) by an inference-only module, which
+        takes the full module's state, and by a TargetNetworkAPI module, whose target nets
+        exist only after its learner made them.
         """
         own = self.state_dict()
         name = type(self).__name__
@@ -46,12 +54,12 @@ class TorchRLModule(nn.Module, RLModule):
             raise KeyError(
                 f"{name}.set_state(): the state lacks {len(missing)} parameter(s) of this module, "
                 f"e.g. {missing[:3]}. Was it saved from a different module class or config?")
-        ignorable = self._learner_only_prefixes() if self.inference_only else ()
-        unexpected = [k for k in state if k not in own and not k.startswith(ignorable)]
-        if unexpected:
-            raise KeyError(
-                f"{name}.set_state(): the state has parameter(s) this module does not, e.g. "
-                f"{unexpected[:3]}. Was it saved from a different module class or config?")
+        if not (self.inference_only or isinstance(self, TargetNetworkAPI)):
+            unexpected = [k for k in state if k not in own]
+            if unexpected:
+                raise KeyError(
+                    f"{name}.set_state(): the state has parameter(s) this module does not, e.g. "
+                    f"{unexpected[:3]}. Was it saved from a different module class or config?")
         for key, tensor in own.items():  # Check all before copying any.
             if tuple(state[key].shape) != tuple(tensor.shape):
                 raise ValueError(
@@ -67,9 +75,6 @@ class TorchRLModule(nn.Module, RLModule):
                     np.copyto(tensor.numpy(), value, casting="same_kind")
                 else:
                     tensor.copy_(torch.as_tensor(value))
-
-    def _learner_only_prefixes(self) -> tuple[str, ...]:
-        return tuple(f"{attr}." for attr in self.get_non_inference_attributes())
 
 
 def to_tensors(batch: Any) -> Any:

@@ -7,10 +7,11 @@ from runners.env_runner import SingleAgentEnvRunner
 from runners.env_runner_group import EnvRunnerGroup
 from runners.fragment import Fragment
 from runners.module_spec import complete_module_spec
-from runners.multi_agent_env import MultiAgentEnv
+from runners.multi_agent_env import ENV_STATE, MultiAgentEnv, make_multi_agent
 from runners.multi_agent_env_runner import MultiAgentEnvRunner
 
 __all__ = [
+    "ENV_STATE",
     "EnvRunnerConfig",
     "EnvRunnerGroup",
     "Fragment",
@@ -19,5 +20,6 @@ __all__ = [
     "SingleAgentEnvRunner",
     "complete_module_spec",
     "make_env",
+    "make_multi_agent",
     "register_env",
 ]

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 
 from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
+from runners.connectors import EnvToModuleConnector
 
 Check = tuple[Callable[[Any], bool], str]  # A test of a value and what it asks for.
 
@@ -75,9 +76,12 @@ class EnvRunnersSettings:
     num_env_runners: int = setting(0, int_at_least(0), "Ray actors; 0: one in this process")
     num_envs_per_env_runner: int = setting(1, int_at_least(1), "vectorized envs per runner")
     num_cpus_per_env_runner: float = setting(1.0, POSITIVE, "CPUs Ray reserves per runner")
-    env_to_module_connector: Callable[[gym.Env], Any] | None = setting(
-        None, (lambda v: v is None or callable(v), "None or a callable env -> connector"),
-        "e.g. lambda env: FlattenObservations()")
+    env_to_module_connector: Callable[..., Any] | None = setting(
+        None, (lambda v: v is None or (callable(v) and not isinstance(v, EnvToModuleConnector)),
+               "None or a callable that makes the connector, (env, spaces, device) -> connector "
+               "or env -> connector (not a connector instance or a list), e.g. lambda env, "
+               "spaces, device: FlattenObservations()"),
+        "called by every env runner to make its connector (runners.connectors)")
     rollout_fragment_length: int | str = setting(
         "auto", (lambda v: v == "auto" or (is_int(v) and v >= 1), "'auto' or an int >= 1"),
         "vector steps per env per sample(); 'auto': one sample() of all runners fills a batch")

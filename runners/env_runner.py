@@ -156,8 +156,9 @@ class SingleAgentEnvRunner(EnvRunner):
         self.env = EnvVector(lambda: self._make_env(dict(config.env_config)), self.num_envs)
         self.connector = make_connector(config, self.env.envs[0])
         self._raw_space = self.env.single_observation_space
-        self._obs_shape, self._obs_dtype = observation_layout(
+        self._obs_proto = observation_prototype(
             observed_space(self.connector, self._raw_space), env_name=config.env)
+        self._nested_obs = not isinstance(self._obs_proto, np.ndarray)
         self.module = self._build_module(self.env.envs[0])
         sub_module = self.module[DEFAULT_MODULE_ID]
         self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space)
@@ -165,14 +166,14 @@ class SingleAgentEnvRunner(EnvRunner):
         self._state = {k: torch.stack([torch.as_tensor(v)] * self.num_envs)
                        for k, v in self._initial_state.items()}
         self.env.action_space.seed(self.seed)  # For random_actions.
-        self._obs = np.array(self._to_module(self.env.reset(seed=self.seed)), self._obs_dtype)
+        self._obs = self._module_obs(self.env.reset(seed=self.seed))
         self._episodes = [Episode(i) for i in range(self.num_envs)]
 
     def _collect(self, num_steps: int, explore: bool,
                  random_actions: bool) -> tuple[list[Fragment], list[str]]:
         T, N = num_steps, self.num_envs
-        obs = np.empty((T + 1, N, *self._obs_shape), self._obs_dtype)
-        obs[0] = self._obs
+        obs = map_tree(lambda p: np.empty((T + 1, N, *p.shape), p.dtype), self._obs_proto)
+        write_row(obs, 0, self._obs)
         rewards = np.empty((T, N), np.float32)
         terminateds, truncateds = np.empty((T, N), bool), np.empty((T, N), bool)
         buf: dict[str, Any] = {Columns.OBS: obs, Columns.REWARDS: rewards,
@@ -180,7 +181,7 @@ class SingleAgentEnvRunner(EnvRunner):
         if self._state and not random_actions:
             buf[Columns.STATE_IN] = {k: np.empty((T, *v.shape), v.numpy().dtype)
                                      for k, v in self._state.items()}
-        module_cols: dict[str, np.ndarray] | None = None  # Allocated after the first forward.
+        module_cols: dict[str, Any] | None = None  # Allocated after the first forward.
         pieces: list[tuple[Fragment, tuple]] = []  # With its rows' index into the buffers.
         ended: list[str] = []
         forward, to_env, step_envs = self._forward_fn(explore), self._sampler.to_env, self.env.step
@@ -188,29 +189,30 @@ class SingleAgentEnvRunner(EnvRunner):
             if random_actions:
                 step_cols = {Columns.ACTIONS: self.env.action_space.sample()}
             else:
-                step_cols = self._act(forward, obs[t], explore, buf.get(Columns.STATE_IN), t)
+                step_cols = self._act(forward, obs, explore, buf.get(Columns.STATE_IN), t)
             if module_cols is None:
-                module_cols = {k: np.empty((T, *v.shape), v.dtype) for k, v in step_cols.items()}
+                module_cols = map_tree(lambda v: np.empty((T, *v.shape), v.dtype), step_cols)
             elif step_cols.keys() != module_cols.keys():
                 raise ValueError(
                     f"Module '{DEFAULT_MODULE_ID}' ({type(self._sampler.module).__name__}) "
                     f"returned {sorted(step_cols)} at step {t} but {sorted(module_cols)} at the "
                     "first step of this sample() call; return the same keys on every step.")
             for key, value in step_cols.items():
-                module_cols[key][t] = value
+                write_row(module_cols[key], t, value)
             next_obs, final_obs, errors = step_envs(to_env(step_cols[Columns.ACTIONS]),
                                                     rewards[t], terminateds[t], truncateds[t])
-            obs[t + 1] = self._to_module(next_obs)
+            write_row(obs, t + 1, self._to_module(next_obs))
             if final_obs or errors:
                 self._end_episodes(t, final_obs, errors, buf, pieces, ended)
         self.metrics.count("num_env_steps_sampled", T * N)
         if explore:
             self._sampler.add_logp(module_cols, (T, N))
         buf.update(module_cols)
-        self._obs = obs[T].copy()
+        self._obs = map_tree(lambda v: v[T].copy(), obs)
         for episode in self._episodes:
             if episode.start < T:  # The episode goes on in the next call.
-                pieces.append(self._end_piece(episode, T, rewards, obs[T, episode.env_index]))
+                last_obs = map_tree(lambda v: v[T, episode.env_index], obs)
+                pieces.append(self._end_piece(episode, T, rewards, last_obs))
             episode.start = 0
         for fragment, rows in pieces:  # Every column is filled now.
             fragment.columns = map_tree(lambda v: v[rows], buf)
@@ -225,7 +227,7 @@ class SingleAgentEnvRunner(EnvRunner):
             self._start_episode(i, start=t + 1)
         for i, raw in final_obs.items():
             episode = self._episodes[i]
-            last_obs = np.array(self._to_module([raw])[0], self._obs_dtype)
+            last_obs = map_tree(lambda v: v[0], self._module_obs([raw]))
             pieces.append(self._end_piece(episode, t + 1, buf[Columns.REWARDS], last_obs,
                                           bool(buf[Columns.TERMINATEDS][t, i]),
                                           bool(buf[Columns.TRUNCATEDS][t, i])))
@@ -234,7 +236,7 @@ class SingleAgentEnvRunner(EnvRunner):
             self._start_episode(i, start=t + 1)
 
     @staticmethod
-    def _end_piece(episode: Episode, stop: int, rewards: np.ndarray, last_obs: np.ndarray,
+    def _end_piece(episode: Episode, stop: int, rewards: np.ndarray, last_obs: Any,
                    terminated: bool = False, truncated: bool = False) -> tuple[Fragment, tuple]:
         """The episode's rows up to ``stop`` in this call, their steps added to the episode."""
         rows = (slice(episode.start, stop), episode.env_index)
@@ -249,24 +251,33 @@ class SingleAgentEnvRunner(EnvRunner):
         multi_forward = getattr(self.module, name)
         return lambda batch: multi_forward({DEFAULT_MODULE_ID: batch})[DEFAULT_MODULE_ID]
 
-    def _act(self, forward: Callable[[dict], dict], obs: np.ndarray, explore: bool,
-             state_in: dict | None, t: int) -> dict[str, np.ndarray]:
-        """One batched forward pass on the obs of all envs; the step's module columns."""
-        batch: dict[str, Any] = {Columns.OBS: torch.from_numpy(obs)}
+    def _act(self, forward: Callable[[dict], dict], obs: Any, explore: bool,
+             state_in: dict | None, t: int) -> dict[str, Any]:
+        """One batched forward pass on row ``t`` of the obs buffers (all envs); the step's
+        module columns. Nested obs reach the module in fresh dicts/tuples (it may pop keys,
+        e.g. an action mask) of tensors that share the buffers' memory."""
+        batch: dict[str, Any] = {Columns.OBS: map_tree(lambda v: torch.from_numpy(v[t]), obs)}
         if self._state:
             for key, value in self._state.items():
                 state_in[key][t] = value.numpy()
-            batch = {Columns.OBS: batch[Columns.OBS].unsqueeze(1), Columns.STATE_IN: self._state}
+            batch = {Columns.OBS: map_tree(lambda v: v.unsqueeze(1), batch[Columns.OBS]),
+                     Columns.STATE_IN: self._state}
         out = forward(batch)
         if self._state:
             self._state = stateful_output(out, self._sampler.module)
         return self._sampler.columns(out, explore, self.num_envs)
 
     def _to_module(self, raw_obs: list[Any]) -> Any:
-        """Module-side observations of all envs (through the connector, if any)."""
+        """Module-side observations of all envs (through the connector, if any): what
+        ``write_row`` takes (a plain Box's stay a list, numpy stacks it while writing)."""
         if self.connector:
             return self.connector(batch_observations(self._raw_space, raw_obs), self._raw_space)
-        return raw_obs
+        return batch_observations(self._raw_space, raw_obs) if self._nested_obs else raw_obs
+
+    def _module_obs(self, raw_obs: list[Any]) -> Any:
+        """``_to_module(raw_obs)`` as arrays [n, ...] of the buffers' dtypes (a copy)."""
+        return map_tree(lambda p, v: np.array(v, p.dtype), self._obs_proto,
+                        self._to_module(raw_obs))
 
     def _start_episode(self, i: int, start: int = 0) -> None:
         """A new episode in env ``i`` from buffer row ``start`` on, with the initial state."""
@@ -275,7 +286,7 @@ class SingleAgentEnvRunner(EnvRunner):
             value[i] = torch.as_tensor(self._initial_state[key])
 
     def _start_new_episodes(self) -> None:
-        self._obs = np.array(self._to_module(self.env.reset()), self._obs_dtype)
+        self._obs = self._module_obs(self.env.reset())
         for i in range(self.num_envs):
             self._start_episode(i)
 
@@ -283,16 +294,32 @@ class SingleAgentEnvRunner(EnvRunner):
         self.env.close()
 
 
-def observation_layout(space: gym.Space, env_name: Any) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and buffer dtype of one module-side observation (floats are kept as float32)."""
+def observation_prototype(space: gym.Space, env_name: Any, path: str = "") -> Any:
+    """One module-side observation of ``space`` as zeros of the runner's buffer dtypes
+    (floats kept as float32), nested as the space: dicts for Dict, tuples for Tuple."""
+    if isinstance(space, gym.spaces.Dict):
+        return {k: observation_prototype(s, env_name, f"{path}[{k!r}]")
+                for k, s in space.spaces.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(observation_prototype(s, env_name, f"{path}[{i}]")
+                     for i, s in enumerate(space.spaces))
     if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete,
                               gym.spaces.MultiBinary)):
         raise TypeError(
-            f"Env {env_name!r} has observation space {space}, which the runner cannot batch "
-            "into arrays. Configure env_to_module_connector=lambda env: FlattenObservations() "
-            "(runners.connectors) or another connector that returns arrays.")
+            f"Env {env_name!r} has observation space {space}" + (f" at obs{path}" if path else "")
+            + ", which the runner cannot batch into arrays. Configure an env_to_module_connector "
+            "that returns arrays, e.g. lambda env, spaces, device: FlattenObservations() "
+            "(runners.connectors).")
     dtype = np.dtype(np.float32) if np.issubdtype(space.dtype, np.floating) else space.dtype
-    return tuple(space.shape), dtype
+    return np.zeros(space.shape, dtype)
+
+
+def write_row(buffers: Any, row: int, value: Any) -> None:
+    """``buffers[row] = value`` for an array or, leaf by leaf, a dict/tuple tree of arrays."""
+    if isinstance(buffers, np.ndarray):
+        buffers[row] = value
+    else:
+        map_tree(lambda b, v: b.__setitem__(row, v), buffers, value)
 
 
 def stateful_output(out: dict[str, Any], module: Any) -> dict[str, torch.Tensor]:

@@ -22,6 +22,8 @@ class Fragment:
     ``action_logp`` [T] and ``action_dist_inputs`` [T, D] when the module produced them and
     any extra tensor the module returned (e.g. ``vf_preds``). Stateful modules add
     ``state_in``: a dict of [T, ...] arrays, the recurrent state before each step.
+    Observations and actions of Dict/Tuple spaces are nested as the space: dicts/tuples of
+    [T, ...] arrays in ``columns`` (and of single observations in ``last_obs``).
 
     ``agent_id`` is None for single-agent envs. ``last_obs`` is the observation after step
     T-1: the terminal observation when ``terminated``, otherwise the one to bootstrap the
@@ -32,7 +34,7 @@ class Fragment:
     agent_id: Hashable | None
     episode_id: str
     columns: dict[str, Any]
-    last_obs: np.ndarray
+    last_obs: Any
     terminated: bool
     truncated: bool
 
@@ -66,7 +68,7 @@ class Episode:
         self.length += num_steps
         self.episode_return += float(reward)
 
-    def fragment(self, module_id: str, columns: dict[str, Any], last_obs: np.ndarray,
+    def fragment(self, module_id: str, columns: dict[str, Any], last_obs: Any,
                  terminated: bool = False, truncated: bool = False,
                  agent_id: Hashable | None = None) -> Fragment:
         """A Fragment of this episode (the runner may fill its columns in later)."""

@@ -54,7 +54,8 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any) -> Multi
     for module_id, spec in specs.items():
         agents = [aid for aid, mid in mapping.items() if mid == module_id] if multi_agent \
             else [None]  # A single-agent env's spaces fit every module.
-        if not agents and (spec.observation_space is None or spec.action_space is None):
+        if not agents and (spec.observation_space is None or spec.action_space is None) \
+                and not spec.learner_only:  # A learner-only module's spaces are the user's.
             raise ValueError(
                 f"Module '{module_id}' has no agent mapped to it by policy_mapping_fn "
                 f"(agents map to {sorted(set(mapping.values()))}), so its spaces cannot be "
@@ -65,8 +66,10 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any) -> Multi
                                     env.get_action_space(agent_id)) if multi_agent \
                 else (env.observation_space, env.action_space)
             who = f"env {env_name!r}" + (f", agent {agent_id!r}" if multi_agent else "")
+            agent_connector = (connector and connector.for_agent(agent_id)) if multi_agent \
+                else connector
             spec.observation_space = _fit(spec.observation_space, observed_space(
-                connector, obs_space), "observation_space", module_id, spec, who)
+                agent_connector, obs_space), "observation_space", module_id, spec, who)
             spec.action_space = _fit(spec.action_space, act_space, "action_space",
                                      module_id, spec, who)
     return dataclasses.replace(user, rl_module_specs=specs)

@@ -13,8 +13,8 @@ from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
 from runners.connectors import batch_observations, make_connector, observed_space
-from runners.env_registry import rebuild_env, reset_env
-from runners.env_runner import EnvRunner, observation_layout, stateful_output
+from runners.env_registry import check_observation, check_step_result, rebuild_env, reset_env
+from runners.env_runner import EnvRunner, observation_prototype, stateful_output
 from runners.fragment import Episode, Fragment
 from runners.multi_agent_env import MultiAgentEnv
 
@@ -48,7 +48,7 @@ class _Track:
         map_tree(write, batch, self.buf)
         self.rows += 1
 
-    def fragment(self, episode: Episode, agent_id: Hashable, num_rows: int, last_obs: np.ndarray,
+    def fragment(self, episode: Episode, agent_id: Hashable, num_rows: int, last_obs: Any,
                  terminated: bool = False, truncated: bool = False) -> Fragment:
         """The first ``num_rows`` rows as ``agent_id``'s fragment of ``episode``."""
         columns = map_tree(lambda v: v[:num_rows], self.buf)
@@ -84,10 +84,13 @@ class MultiAgentEnvRunner(EnvRunner):
         super().__init__(config, worker_index)
         self.env: list[MultiAgentEnv] = [self._new_env() for _ in range(self.num_envs)]
         self.connector = make_connector(config, self.env[0])
-        self._obs_dtypes = {  # agent id -> buffer dtype; also rejects spaces it cannot batch.
-            aid: observation_layout(observed_space(
-                self.connector, self.env[0].get_observation_space(aid)), env_name=config.env)[1]
+        self._connectors = {aid: self.connector and self.connector.for_agent(aid)
+                            for aid in self.env[0].possible_agents}
+        self._obs_protos = {  # agent id -> one obs; also rejects spaces it cannot batch.
+            aid: observation_prototype(observed_space(
+                self._connectors[aid], self.env[0].get_observation_space(aid)), config.env)
             for aid in self.env[0].possible_agents}
+        self._unchecked = True  # The first reset and step check what the env returns.
         self.module = self._build_module(self.env[0])
         self._samplers = {mid: ActionSampler(m, mid, m.action_space)
                           for mid, m in self.module.items()}
@@ -143,14 +146,14 @@ class MultiAgentEnvRunner(EnvRunner):
         for mid, members in groups.items():
             sampler = self._samplers[mid]
             if random_actions:
-                cols = {Columns.ACTIONS: np.stack([sampler.action_space.sample()
-                                                   for _ in members])}
+                cols = {Columns.ACTIONS: map_tree(lambda *a: np.stack(a), *(
+                    sampler.action_space.sample() for _ in members))}
             else:
                 cols = sampler.columns(outputs[mid], explore, len(members))
             cols = {**map_tree(lambda v: v.numpy(), batch[mid]), **cols}
             next_states = None
             if Columns.STATE_IN in cols:
-                cols[Columns.OBS] = cols[Columns.OBS][:, 0]
+                cols[Columns.OBS] = map_tree(lambda v: v[:, 0], cols[Columns.OBS])
                 next_states = stateful_output(outputs[mid], sampler.module)
             env_actions = sampler.to_env(cols[Columns.ACTIONS])
             for j, (episode, agent_id) in enumerate(members):
@@ -163,22 +166,29 @@ class MultiAgentEnvRunner(EnvRunner):
     def _batch(self, module_id: str, members: list[tuple[MultiAgentEpisode, Hashable]],
                random_actions: bool) -> dict[str, Any]:
         """The forward-pass input of one module: its acting agents' obs (and states)."""
-        obs = torch.from_numpy(np.stack([episode.obs[aid] for episode, aid in members]))
+        obs = map_tree(lambda *o: torch.from_numpy(np.stack(o)),
+                       *(episode.obs[aid] for episode, aid in members))
         if random_actions or not self._initial_states[module_id]:
             return {Columns.OBS: obs}
         state = {k: torch.stack([episode.states[aid][k] for episode, aid in members])
                  for k in self._initial_states[module_id]}
-        return {Columns.OBS: obs.unsqueeze(1), Columns.STATE_IN: state}
+        return {Columns.OBS: map_tree(lambda v: v.unsqueeze(1), obs), Columns.STATE_IN: state}
 
     def _step(self, e: int, actions: dict, fragments: list[Fragment], ended: list[str]) -> None:
         episode = self._episodes[e]
         try:
-            obs, rewards, terminateds, truncateds, _ = self.env[e].step(actions)
+            result = self.env[e].step(actions)
         except Exception as err:
             self._drop_failed_episode(e, err)
             self.env[e] = rebuild_env(self.env[e], self._new_env)
             self._episodes[e] = self._new_episode(e)
             return
+        if self._unchecked:
+            name = f"EnvRunner {self.worker_index}: env {e}, step()"
+            check_step_result(self.env[e], result, name)
+            check_observation(self.env[e], result[0], name)
+            self._unchecked = False
+        obs, rewards, terminateds, truncateds, _ = result
         episode.add_steps(1, sum(rewards.values()))
         for agent_id, reward in rewards.items():
             track = episode.tracks.get(agent_id)
@@ -209,8 +219,8 @@ class MultiAgentEnvRunner(EnvRunner):
         for agent_id, track in list(episode.tracks.items()):
             carry = int(agent_id not in episode.obs)  # Acted; its next obs has not come yet.
             if track.rows > carry:
-                last_obs = track.buf[Columns.OBS][track.rows - 1] if carry else \
-                    episode.last_obs[agent_id]
+                last_obs = map_tree(lambda v: v[track.rows - 1], track.buf[Columns.OBS]) \
+                    if carry else episode.last_obs[agent_id]
                 fragments.append(track.fragment(episode, agent_id, track.rows - carry, last_obs))
             del episode.tracks[agent_id]
             if carry:
@@ -233,16 +243,22 @@ class MultiAgentEnvRunner(EnvRunner):
                                                     self._initial_states[module_id])
         return module_id
 
-    def _to_module(self, env: MultiAgentEnv, agent_id: Hashable, raw: Any) -> np.ndarray:
-        if self.connector:
+    def _to_module(self, env: MultiAgentEnv, agent_id: Hashable, raw: Any) -> Any:
+        """One agent's module-side observation: arrays of the buffer dtypes, nested as its
+        (connector-processed) observation space."""
+        connector = self._connectors.get(agent_id)
+        if connector:
             space = env.get_observation_space(agent_id)
-            return self.connector(batch_observations(space, [raw]), space)[0]
-        return np.asarray(raw, dtype=self._obs_dtypes[agent_id])
+            raw = map_tree(lambda v: v[0], connector(batch_observations(space, [raw]), space))
+        return map_tree(lambda p, v: np.asarray(v, p.dtype), self._obs_protos[agent_id], raw)
 
     def _new_episode(self, e: int, seed: int | None = None) -> MultiAgentEpisode:
         """Reset env ``e``: its new episode (the old one's open tracks are dropped)."""
         env = self.env[e]
-        raw_obs = reset_env(env, f"EnvRunner {self.worker_index}: env {e}", seed)
+        name = f"EnvRunner {self.worker_index}: env {e}"
+        raw_obs = reset_env(env, name, seed)
+        if self._unchecked:
+            check_observation(env, raw_obs, f"{name}, reset()")
         episode = MultiAgentEpisode(e)
         episode.last_obs = {aid: self._to_module(env, aid, raw) for aid, raw in raw_obs.items()}
         episode.obs = dict(episode.last_obs)

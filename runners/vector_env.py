@@ -12,7 +12,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from runners.env_registry import rebuild_env, reset_env
+from runners.env_registry import check_observation, check_step_result, rebuild_env, reset_env
 from runners.multi_agent_env import MultiAgentEnv
 
 
@@ -25,6 +25,7 @@ class EnvVector:
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self._unchecked = True  # The first step() checks what the envs return.
 
     def _new_env(self) -> gym.Env:
         env = self._make()
@@ -35,9 +36,14 @@ class EnvVector:
         return env
 
     def reset(self, seed: int | None = None) -> list[Any]:
-        """Reset every env (env ``i`` with ``seed + i``); their observations."""
-        return [env.reset(seed=None if seed is None else seed + i)[0]
-                for i, env in enumerate(self.envs)]
+        """Reset every env (env ``i`` with ``seed + i``); their observations (those of the
+        first reset checked against the observation space)."""
+        obs = [reset_env(env, f"Env {i}", None if seed is None else seed + i)
+               for i, env in enumerate(self.envs)]
+        if self._unchecked:
+            for i, (env, o) in enumerate(zip(self.envs, obs)):
+                check_observation(env, o, f"Env {i}, reset()")
+        return obs
 
     def step(self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
              truncated: np.ndarray
@@ -47,24 +53,30 @@ class EnvVector:
         Returns the next observations (the first of a new episode where one ended), the final
         observations of the episodes that ended ``{env_index: obs}``, and ``(env_index, error)``
         for every env whose step() raised: that env was rebuilt and reset, and its flags and
-        reward are left False/0.
+        reward are left False/0. An env that breaks the gymnasium API or its observation
+        space in the first step raises an EnvError.
         """
         obs: list[Any] = []
         final_obs: dict[int, Any] = {}
         errors: list[tuple[int, Exception]] = []
         for i, env in enumerate(self.envs):
             try:
-                o, rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+                result = env.step(actions[i])
             except Exception as err:
                 errors.append((i, err))
                 rewards[i], terminated[i], truncated[i] = 0.0, False, False
                 env = self.envs[i] = rebuild_env(env, self._new_env)
                 o = reset_env(env, f"Env {i}")
             else:
+                if self._unchecked:
+                    check_step_result(env, result, f"Env {i}")
+                    check_observation(env, result[0], f"Env {i}, step()")
+                o, rewards[i], terminated[i], truncated[i], _ = result
                 if terminated[i] or truncated[i]:
                     final_obs[i] = o
                     o = reset_env(env, f"Env {i}")
             obs.append(o)
+        self._unchecked = False
         return obs, final_obs, errors
 
     def close(self) -> None:

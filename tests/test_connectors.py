@@ -71,9 +71,13 @@ class DictObsEnv(gym.Env):
         return {"a": np.zeros(2, np.float32), "b": 1}, 1.0, True, False, {}
 
 
-def test_dict_observations_without_connector_ask_for_one():
-    with pytest.raises(TypeError, match="Dict.*FlattenObservations"):
-        SingleAgentEnvRunner(make_config(env=DictObsEnv))
+class TextInDictEnv(DictObsEnv):
+    observation_space = spaces.Dict({"a": spaces.Box(0, 1, (2,)), "note": spaces.Text(5)})
+
+
+def test_observations_the_runner_cannot_batch_ask_for_a_connector():
+    with pytest.raises(TypeError, match=r"Text.*at obs\['note'\].*FlattenObservations"):
+        SingleAgentEnvRunner(make_config(env=TextInDictEnv))
 
 
 def test_dict_observations_with_connector_become_flat_vectors():

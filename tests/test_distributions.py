@@ -66,12 +66,12 @@ def test_multi_categorical_needs_input_lens_and_scores_each_component():
         TorchMultiCategorical.from_logits(logits, input_lens=[2, 2])
 
 
-def test_deterministic_has_no_density():
+def test_deterministic_logp_and_entropy_are_zeros_per_row():
     point = TorchDeterministic.from_logits(torch.ones(3, 2))
     assert torch.equal(point.sample(), point.rsample())
     assert point.to_deterministic() is point
-    with pytest.raises(NotImplementedError, match="no density"):
-        point.logp(torch.ones(3, 2))
+    assert torch.equal(point.logp(torch.ones(3, 2)), torch.zeros(3))
+    assert torch.equal(point.entropy(), torch.zeros(3))
     with pytest.raises(NotImplementedError, match="no KL"):
         point.kl(point)
 

@@ -103,7 +103,7 @@ def test_value_errors_beyond_vf_clip_param_give_no_value_gradient():
     learner = make_learner(vf_clip_param=1.0)
     frags = [f for f in bandit_fragments(learner, reward=10.0) if f.columns["rewards"][0] > 0]
     module = learner.module["default_policy"]
-    value_params = [*module.vf_encoder.parameters(), *module.vf.parameters()]
+    value_params = [*module.encoder.critic_encoder.parameters(), *module.vf.parameters()]
     vf_before = [p.clone() for p in value_params]
     results = learner.update(frags)
     assert results["default_policy"]["vf_loss"] <= 1.0

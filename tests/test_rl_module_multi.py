@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModuleSpec, RLModuleSpec, TorchRLModule
+from rlmodules import (DEFAULT_MODULE_ID, Columns, InferenceOnlyAPI, MultiRLModuleSpec,
+                       RLModuleSpec, TorchRLModule)
 
 
-class Policy(TorchRLModule):
+class Policy(TorchRLModule, InferenceOnlyAPI):
     def setup(self):
         self.pi = nn.Linear(self.observation_space.shape[0], self.action_space.n)
         if not self.inference_only:

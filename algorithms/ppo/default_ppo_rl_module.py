@@ -7,60 +7,68 @@ from typing import Any
 
 import torch
 
-from rlmodules import Columns, DefaultModelConfig, TorchRLModule, ValueFunctionAPI
-from rlmodules.encoders import build_encoder
-from rlmodules.heads import PolicyHead, ValueHead
+from algorithms.ppo.ppo_catalog import PPOCatalog
+from rlmodules import (ENCODER_OUT, Columns, DefaultModelConfig, InferenceOnlyAPI,
+                       TorchRLModule, ValueFunctionAPI)
+from rlmodules.encoders import ACTOR, CRITIC
 from rlmodules.torch_rl_module import to_tensors
 
 
-class DefaultPPOTorchRLModule(TorchRLModule, ValueFunctionAPI):
-    """Actor (encoder + policy head) and critic (own encoder unless shared + value head).
+class DefaultPPOTorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+    """RLlib's layout: ``encoder`` (an ActorCriticEncoder: ``encoder.actor_encoder`` and
+    ``encoder.critic_encoder``, or one shared ``encoder.encoder``), ``pi`` and ``vf`` heads,
+    all built by a PPOCatalog (the spec's ``catalog_class`` instance, else a new one).
 
     ``_forward_inference/_forward_exploration`` return ``action_dist_inputs``;
     ``_forward_train`` also returns the critic's features as ``embeddings`` for
-    ``compute_values``. All also return ``state_out`` when ``use_lstm``. Built with
-    ``inference_only=True`` the module has no critic and accepts the full module's state.
+    ``compute_values``. All also return ``state_out`` when ``use_lstm`` (the recurrent
+    encoder is then shared). Built with ``inference_only=True`` the module has neither
+    ``vf`` nor a critic encoder and accepts the full module's state.
     """
 
     def setup(self) -> None:
         cfg = DefaultModelConfig.from_dict(self.model_config, owner=type(self).__name__)
         self.model_config = dataclasses.asdict(cfg)
-        self.encoder = build_encoder(self.observation_space, cfg)
-        self.pi = PolicyHead(self.encoder.output_dim, self.action_space, cfg)
-        # A recurrent encoder is shared: its state, carried by the acting module, must be
-        # all that the learner needs to recompute the critic's features.
-        self.shares_encoder = cfg.vf_share_layers or cfg.use_lstm
+        catalog = getattr(self, "catalog", None)
+        if catalog is None:
+            self.catalog = catalog = PPOCatalog(self.observation_space, self.action_space,
+                                                self.model_config)
+        elif not isinstance(catalog, PPOCatalog):
+            raise TypeError(
+                f"{type(self).__name__} builds its networks with a PPOCatalog, but the spec's "
+                f"catalog_class is {type(catalog).__name__}; subclass PPOCatalog or leave "
+                "catalog_class unset.")
+        catalog.inference_only = self.inference_only
+        self.encoder = catalog.build_actor_critic_encoder(framework=self.framework)
+        self.pi = catalog.build_pi_head(framework=self.framework)
         if not self.inference_only:
-            if not self.shares_encoder:
-                self.vf_encoder = build_encoder(self.observation_space, cfg)
-            self.vf = ValueHead(self.encoder.output_dim, cfg)
+            self.vf = catalog.build_vf_head(framework=self.framework)
 
     def get_non_inference_attributes(self) -> list[str]:
-        return ["vf_encoder", "vf"]
+        return ["vf"] + ([] if self.encoder.shared else ["encoder.critic_encoder"])
 
     def get_initial_state(self) -> dict[str, torch.Tensor]:
         return self.encoder.get_initial_state()
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return self._actor(batch)[0]
+        return self._policy_outputs(self.encoder(batch))
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        out, features = self._actor(batch)
-        out[Columns.EMBEDDINGS] = features if self.shares_encoder else \
-            self.vf_encoder(batch[Columns.OBS])[0]
+        encoded = self.encoder(batch)
+        out = self._policy_outputs(encoded)
+        out[Columns.EMBEDDINGS] = encoded[ENCODER_OUT][CRITIC]
         return out
 
     def compute_values(self, batch: dict[str, Any],
                        embeddings: torch.Tensor | None = None) -> torch.Tensor:
         if embeddings is None:
             batch = to_tensors(batch)
-            encoder = self.encoder if self.shares_encoder else self.vf_encoder
-            embeddings, _ = encoder(batch[Columns.OBS], batch.get(Columns.STATE_IN))
-        return self.vf(embeddings)
+            embeddings = (self.encoder(batch)[ENCODER_OUT][CRITIC] if self.encoder.shared
+                          else self.encoder.critic_encoder(batch)[ENCODER_OUT])
+        return self.vf(embeddings).squeeze(-1)
 
-    def _actor(self, batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
-        features, state_out = self.encoder(batch[Columns.OBS], batch.get(Columns.STATE_IN))
-        out = {Columns.ACTION_DIST_INPUTS: self.pi(features)}
-        if state_out:
-            out[Columns.STATE_OUT] = state_out
-        return out, features
+    def _policy_outputs(self, encoded: dict[str, Any]) -> dict[str, Any]:
+        out = {Columns.ACTION_DIST_INPUTS: self.pi(encoded[ENCODER_OUT][ACTOR])}
+        if Columns.STATE_OUT in encoded:
+            out[Columns.STATE_OUT] = encoded[Columns.STATE_OUT]
+        return out

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from algorithms.algorithm import Algorithm
 from algorithms.algorithm_config import AlgorithmConfig, Builder, TrainingSettings
 from algorithms.ppo.default_ppo_rl_module import DefaultPPOTorchRLModule
+from algorithms.ppo.ppo_catalog import PPOCatalog
 from algorithms.ppo.ppo_torch_learner import PPOTorchLearner
 from rlmodules import RLModuleSpec
 from runners.config import BOOL, NON_NEGATIVE, POSITIVE, UNIT, optional, setting
@@ -42,7 +43,7 @@ class PPOConfig(AlgorithmConfig):
     training = Builder(PPOTrainingSettings)
     default_learner_class = PPOTorchLearner
     default_rl_module_spec = RLModuleSpec(
-        module_class=DefaultPPOTorchRLModule,
+        module_class=DefaultPPOTorchRLModule, catalog_class=PPOCatalog,
         model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
 
     def __init__(self, algo_class: type[Algorithm] | None = None) -> None:

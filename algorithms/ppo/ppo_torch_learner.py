@@ -10,7 +10,7 @@ import torch
 from algorithms.ppo.gae import compute_gae
 from algorithms.returns import standardize
 from learners import TorchLearner, masked_mean
-from rlmodules import Columns, ValueFunctionAPI
+from rlmodules import Columns, SelfSupervisedLossAPI, ValueFunctionAPI
 from runners.fragment import Fragment
 
 
@@ -28,7 +28,10 @@ class PPOTorchLearner(TorchLearner):
     def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
                                          ) -> dict[str, list[np.ndarray]]:
         """ADVANTAGES and VALUE_TARGETS from GAE on each fragment (advantages standardized
-        over the module's whole batch with normalize_advantages="batch")."""
+        over the module's whole batch with normalize_advantages="batch"); none for modules
+        with their own loss (SelfSupervisedLossAPI), which have no value function."""
+        if isinstance(self.module[module_id], SelfSupervisedLossAPI):
+            return {}
         values = self.compute_values_for_fragments(module_id, fragments)
         advantages, targets = compute_gae(fragments, values, self.config.gamma,
                                           self.config.lambda_)

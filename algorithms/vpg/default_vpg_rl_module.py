@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from rlmodules import Columns, DefaultModelConfig, TorchRLModule
+from rlmodules import ENCODER_OUT, Columns, DefaultModelConfig, TorchRLModule
 from rlmodules.encoders import build_encoder
 from rlmodules.heads import PolicyHead
 
@@ -29,8 +29,8 @@ class DefaultVPGTorchRLModule(TorchRLModule):
         return self.encoder.get_initial_state()
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        features, state_out = self.encoder(batch[Columns.OBS], batch.get(Columns.STATE_IN))
-        out = {Columns.ACTION_DIST_INPUTS: self.pi(features)}
-        if state_out:
-            out[Columns.STATE_OUT] = state_out
+        encoded = self.encoder(batch)
+        out = {Columns.ACTION_DIST_INPUTS: self.pi(encoded[ENCODER_OUT])}
+        if Columns.STATE_OUT in encoded:
+            out[Columns.STATE_OUT] = encoded[Columns.STATE_OUT]
         return out

@@ -46,5 +46,5 @@ class VPGTorchLearnerSharedOptimizer(VPGTorchLearner):
     """
 
     def configure_optimizers(self) -> None:
-        params = list(self.module.parameters())
+        params = [p for p in self.module.parameters() if p.requires_grad]  # No target nets.
         self.register_optimizer(ALL_MODULES, torch.optim.Adam(params, lr=self.config.lr), params)
