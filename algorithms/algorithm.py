@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
 from algorithms.algorithm_config import AlgorithmConfig
 from algorithms.checkpoints import (check_component, load_algorithm, read_component,
                                     save_algorithm, select_algorithm_components)
-from learners import LearnerGroup, check_required_apis
+from learners import ALL_MODULES, LearnerGroup, check_required_apis
 from rlmodules import DEFAULT_MODULE_ID, RLModule
 from runners import EnvRunnerGroup, Fragment
+from runners.callbacks import make_callbacks
+from runners.metrics_logger import MetricsLogger
+
+# RLlib's names of the timers in result["timers"] (seconds spent in this iteration).
+TRAINING_ITERATION_TIMER = "training_iteration"
+TRAINING_STEP_TIMER = "training_step"
+ENV_RUNNER_SAMPLING_TIMER = "env_runner_sampling_timer"
+LEARNER_UPDATE_TIMER = "learner_update_timer"
+SYNCH_WORKER_WEIGHTS_TIMER = "synch_weights"
+EVALUATION_ITERATION_TIMER = "evaluation_iteration"
 
 
 class Algorithm:
-    """One ``train()`` call = sample, update the learners, sync weights to every runner.
+    """One ``train()`` call = sample, update the learners, sync weights to every runner
+    (``training_step``), evaluate when ``evaluation_interval`` says, call ``on_train_result``.
 
     Subclasses say how to sample (``sample``) and which config, learner and module they
-    default to (through their config class).
+    default to (through their config class). ``self.metrics`` is the algorithm's
+    MetricsLogger: what is logged there lands at the top level of the next result.
     """
 
     config_class: type[AlgorithmConfig] = AlgorithmConfig
@@ -35,14 +49,23 @@ class Algorithm:
         self.training_iteration = 0
         self.weights_seq_no = 0  # Version of the weights the runners act with.
         self._module_copy: RLModule | None = None
+        self._timers: dict[str, float] = {}
+        self.metrics = MetricsLogger()
+        self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_hooks)
+        self.eval_env_runner_group: EnvRunnerGroup | None = None
         self.env_runner_group = EnvRunnerGroup(config.env_runner_config(self.module_spec))
         try:
+            if config.evaluation_interval or config.evaluation_num_env_runners:
+                self._build_eval_env_runner_group()
             self.learner_group = LearnerGroup(config=config, module_spec=self.module_spec,
                                               learner_class=learner_class)
             self.sync_weights()  # Runners start acting with the learner's initial weights.
         except BaseException:
             self.env_runner_group.stop()
+            if self.eval_env_runner_group is not None:
+                self.eval_env_runner_group.stop()
             raise
+        self.callbacks.call("on_algorithm_init", algorithm=self, metrics_logger=self.metrics)
 
     @classmethod
     def get_default_config(cls) -> AlgorithmConfig:
@@ -51,27 +74,121 @@ class Algorithm:
     # ---- the training loop ------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """One iteration; returns the results of the runners, the learners and the timers."""
+        """One iteration: the results of the runners (``env_runners``), the learners
+        (``learners``), the evaluation (``evaluation``, in iterations the interval says),
+        lifetime counters, timers and whatever was logged to ``self.metrics``; as RLlib names
+        them. ``on_train_result`` may change the result before it is returned."""
         t0 = time.perf_counter()
-        fragments = self.sample()  # 1. Act in the envs with the current weights.
-        t1 = time.perf_counter()
-        learner_results = self.learner_group.update(fragments)  # 2. Learn from that data.
-        t2 = time.perf_counter()
-        self.sync_weights()  # 3. Every runner acts with the new weights from now on.
-        t3 = time.perf_counter()
-
-        self.training_iteration += 1
+        self._timers = {}
+        iteration = self.training_iteration + 1
+        interval = self.config.evaluation_interval
+        evaluate_now = interval is not None and iteration % interval == 0
+        # Parallel evaluation needs runners of its own process: Ray actors.
+        parallel = evaluate_now and self.config.evaluation_parallel_to_training and \
+            self.config.evaluation_num_env_runners > 0
+        with ThreadPoolExecutor(1) if parallel else contextlib.nullcontext() as pool:
+            if parallel:  # With the weights from before this training step, as RLlib.
+                self._start_evaluation()
+                evaluating = pool.submit(self._evaluate_on_runners)
+            with self._timer(TRAINING_STEP_TIMER):
+                learner_results = self.training_step()
+            train_s = time.perf_counter() - t0
+            evaluation = self._end_evaluation(*evaluating.result()) if parallel else None
+        self.training_iteration = iteration
+        if evaluate_now and not parallel:
+            evaluation = self.evaluate()
         runner_metrics = self.env_runner_group.get_metrics()
-        return {
+        self._report_recreated_env_runners()
+        result: dict[str, Any] = {
             "training_iteration": self.training_iteration,
             "num_env_steps_sampled_lifetime": runner_metrics["num_env_steps_sampled_lifetime"],
-            "env_steps_per_s": runner_metrics["num_env_steps_sampled"] / (
-                time.perf_counter() - t0),
+            "num_env_steps_trained_lifetime": learner_results.get(ALL_MODULES, {}).get(
+                "num_env_steps_trained_lifetime", 0),
+            "num_episodes_lifetime": runner_metrics["num_episodes_lifetime"],
+            "env_steps_per_s": runner_metrics["num_env_steps_sampled"] / train_s,
             "env_runners": runner_metrics,
             "learners": learner_results,
-            "timers": {"sample_s": t1 - t0, "learn_s": t2 - t1, "sync_s": t3 - t2,
-                       "iteration_s": t3 - t0},
         }
+        if evaluation is not None:
+            result["evaluation"] = evaluation
+        self._timers[TRAINING_ITERATION_TIMER] = time.perf_counter() - t0
+        result["timers"] = dict(self._timers)
+        result["time_this_iter_s"] = self._timers[TRAINING_ITERATION_TIMER]
+        self.callbacks.call("on_train_result", algorithm=self, metrics_logger=self.metrics,
+                            result=result)
+        _merge_into(result, self.metrics.reduce())
+        return result
+
+    def training_step(self) -> dict[str, Any]:
+        """Sample, update the learners on that data, sync the new weights to every runner;
+        returns the learner results. Override to change the loop (as in RLlib)."""
+        with self._timer(ENV_RUNNER_SAMPLING_TIMER):
+            fragments = self.sample()  # 1. Act in the envs with the current weights.
+        with self._timer(LEARNER_UPDATE_TIMER):
+            learner_results = self.learner_group.update(fragments)  # 2. Learn from that data.
+        with self._timer(SYNCH_WORKER_WEIGHTS_TIMER):
+            self.sync_weights()  # 3. Every runner acts with the new weights from now on.
+        return learner_results
+
+    @contextlib.contextmanager
+    def _timer(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timers[name] = self._timers.get(name, 0.0) + time.perf_counter() - start
+
+    def _report_recreated_env_runners(self) -> None:
+        """``on_env_runners_recreated`` for runners of either group recreated since the last
+        iteration."""
+        for group, is_evaluation in ((self.env_runner_group, False),
+                                     (self.eval_env_runner_group, True)):
+            indices = group.restarted_env_runner_indices() if group is not None else []
+            if indices:
+                self.callbacks.call("on_env_runners_recreated", algorithm=self,
+                                    env_runner_group=group, env_runner_indices=indices,
+                                    is_evaluation=is_evaluation)
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, Any]:
+        """Run the evaluation runners for ``evaluation_duration`` episodes or timesteps with
+        the current weights (greedy unless ``evaluation_config`` says ``explore=True``);
+        returns ``{"env_runners": their metrics}``. Evaluation never counts into the training
+        runners' metrics."""
+        self._start_evaluation()
+        return self._end_evaluation(*self._evaluate_on_runners())
+
+    def _build_eval_env_runner_group(self) -> None:
+        eval_config = self.config.get_evaluation_config_object()
+        self.eval_env_runner_group = EnvRunnerGroup(eval_config.env_runner_config(self.module_spec))
+
+    def _start_evaluation(self) -> None:
+        """``on_evaluate_start``, then the learner's current weights into every evaluation
+        runner (in the driver's thread: the learners are not touched while training runs)."""
+        if self.eval_env_runner_group is None:
+            self._build_eval_env_runner_group()
+        self.callbacks.call("on_evaluate_start", algorithm=self, metrics_logger=self.metrics)
+        self.eval_env_runner_group.sync_weights(
+            self.learner_group.get_weights(inference_only=True), self.weights_seq_no)
+
+    def _evaluate_on_runners(self) -> tuple[dict[str, Any], float]:
+        """Sample ``evaluation_duration`` episodes or timesteps; their metrics, seconds taken."""
+        start, cfg, group = time.perf_counter(), self.config, self.eval_env_runner_group
+        if cfg.evaluation_duration_unit == "episodes":  # Explore as the group's config says.
+            group.sample(num_episodes=cfg.evaluation_duration)
+        else:
+            if cfg.evaluation_force_reset_envs_before_iteration:
+                group.foreach_env_runner(_start_new_episodes)
+            group.sample(num_timesteps=cfg.evaluation_duration)
+        return group.get_metrics(), time.perf_counter() - start
+
+    def _end_evaluation(self, runner_metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+        self._timers[EVALUATION_ITERATION_TIMER] = seconds
+        evaluation_metrics = {"env_runners": runner_metrics}
+        self.callbacks.call("on_evaluate_end", algorithm=self, metrics_logger=self.metrics,
+                            evaluation_metrics=evaluation_metrics)
+        return evaluation_metrics
 
     def sample(self) -> list[Fragment]:
         """One train batch from all runners; PPO samples timesteps, VPG whole episodes."""
@@ -105,8 +222,10 @@ class Algorithm:
         return self._module_copy[module_id]
 
     def stop(self) -> None:
-        """Free every runner and learner (actors included)."""
+        """Free every runner (evaluation runners included) and learner (actors included)."""
         self.env_runner_group.stop()
+        if self.eval_env_runner_group is not None:
+            self.eval_env_runner_group.stop()
         self.learner_group.stop()
 
     # ---- state and checkpoints (the file format lives in algorithms/checkpoints.py) ---------
@@ -114,7 +233,8 @@ class Algorithm:
     def get_state(self, components: str | list[str] | None = None) -> dict[str, Any]:
         """Nested state by component path, e.g. components="learner_group/learner/rl_module/p0".
 
-        Top-level components: "learner_group", "env_runner" and "counters".
+        Top-level components: "learner_group", "env_runner", "counters" and
+        "metrics_logger" (``algo.metrics``, so e.g. lifetime sums go on after a restore).
         """
         wanted = select_algorithm_components(components)
         state: dict[str, Any] = {}
@@ -126,6 +246,8 @@ class Algorithm:
         if "counters" in wanted:
             state["counters"] = {"training_iteration": self.training_iteration,
                                  "weights_seq_no": self.weights_seq_no}
+        if "metrics_logger" in wanted:
+            state["metrics_logger"] = self.metrics.get_state()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -134,6 +256,8 @@ class Algorithm:
         if "counters" in state:
             self.training_iteration = int(state["counters"]["training_iteration"])
             self.weights_seq_no = int(state["counters"]["weights_seq_no"])
+        if "metrics_logger" in state:
+            self.metrics.set_state(state["metrics_logger"])
         if "env_runner" in state:
             self.env_runner_group.set_state(state["env_runner"])
         if "learner_group" in state:
@@ -153,6 +277,7 @@ class Algorithm:
         if component is not None:
             check_component(component, list(self.module_spec.rl_module_specs))
         self.set_state(read_component(path, component))
+        self.callbacks.call("on_checkpoint_loaded", algorithm=self)
 
     @classmethod
     def from_checkpoint(cls, path: str, config: AlgorithmConfig | None = None,
@@ -164,3 +289,17 @@ class Algorithm:
         by itself (see rlmodules/checkpoint.py); they are used, unchecked, for their names.
         """
         return load_algorithm(path, config, trusted)
+
+
+def _start_new_episodes(runner: Any) -> None:
+    """Evaluation in timesteps: every env of ``runner`` starts a new episode."""
+    runner._start_new_episodes()
+
+
+def _merge_into(result: dict[str, Any], logged: Mapping[str, Any]) -> None:
+    """Metrics logged to the algorithm's MetricsLogger, nested into ``result``."""
+    for key, value in logged.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            _merge_into(result[key], value)
+        else:
+            result[key] = value

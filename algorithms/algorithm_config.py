@@ -22,9 +22,11 @@ import torch
 from learners import Learner
 from rlmodules import DEFAULT_MODULE_ID, DefaultModelConfig, MultiRLModuleSpec, RLModuleSpec
 from runners import complete_module_spec
-from runners.config import (NON_NEGATIVE, POSITIVE, UNIT, DebuggingSettings, EnvironmentSettings,
-                            EnvRunnerConfig, EnvRunnersSettings, FaultToleranceSettings,
-                            PolicyMappingSettings, check_setting, int_at_least, optional, setting)
+from runners.callbacks import HOOKS, make_callbacks
+from runners.config import (BOOL, NON_NEGATIVE, POSITIVE, UNIT, CallbackSettings,
+                            DebuggingSettings, EnvironmentSettings, EnvRunnerConfig,
+                            EnvRunnersSettings, FaultToleranceSettings, PolicyMappingSettings,
+                            ReportingSettings, check_setting, int_at_least, optional, setting)
 
 if TYPE_CHECKING:
     from algorithms.algorithm import Algorithm
@@ -120,6 +122,36 @@ class MultiAgentSettings(PolicyMappingSettings):
         convert=lambda v: v if v is None or callable(v) else set(v))
 
 
+EVALUATION_SEED_OFFSET = 100_000
+"""Evaluation runners act with ``seed + EVALUATION_SEED_OFFSET`` (as RLlib, their envs are
+seeded apart from the training runners'), unless evaluation_config sets a seed."""
+
+
+@dataclass
+class EvaluationSettings:
+    """Greedy evaluation runners, their own EnvRunnerGroup, every few iterations."""
+
+    evaluation_interval: int | None = setting(
+        None, optional(int_at_least(1)), "evaluate in every iteration whose number is a "
+        "multiple of this; None: only when algo.evaluate() is called")
+    evaluation_duration: int = setting(10, int_at_least(1), "episodes or timesteps per "
+                                       "evaluation, over all evaluation runners")
+    evaluation_duration_unit: str = setting(
+        "episodes", (lambda v: v in ("episodes", "timesteps"), "'episodes' or 'timesteps'"))
+    evaluation_num_env_runners: int = setting(
+        0, int_at_least(0), "Ray actors for evaluation; 0: one evaluation runner in this process")
+    evaluation_parallel_to_training: bool = setting(
+        False, BOOL, "evaluate while the training step runs (with the weights from before it); "
+        "with evaluation_num_env_runners=0 evaluation runs after the training step instead")
+    evaluation_config: dict | None = setting(
+        None, (lambda v: v is None or isinstance(v, Mapping), "None or a dict"),
+        "settings that differ for evaluation, e.g. AlgorithmConfig.overrides(explore=True, "
+        "env_config={...}); explore is False unless given")
+    evaluation_force_reset_envs_before_iteration: bool = setting(
+        True, BOOL, "timesteps unit: start every env on a new episode before each evaluation "
+        "(the episodes unit always does)")
+
+
 @dataclass
 class ApiStackSettings:
     """Accepted so that code written for RLlib runs; there is only this one stack."""
@@ -169,6 +201,33 @@ class Builder:
         return config._set(method, self.settings, kwargs)
 
 
+class CallbacksBuilder(Builder):
+    """``callbacks(MyCallback)``, ``callbacks([A, B])`` or per-hook callables such as
+    ``callbacks(on_episode_end=fn, on_train_result=[f, g])``, as RLlib's. A hook given again
+    replaces what it held; ``None`` removes it."""
+
+    def __init__(self) -> None:
+        super().__init__(CallbackSettings)
+        P = inspect.Parameter
+        self.__signature__ = inspect.Signature([
+            P("self", P.POSITIONAL_ONLY),
+            P("callbacks_class", P.POSITIONAL_OR_KEYWORD, default=NotProvided),
+            *(P(hook, P.KEYWORD_ONLY, default=NotProvided) for hook in HOOKS)])
+        self.__doc__ = type(self).__doc__ + "\n\nHooks: " + ", ".join(HOOKS) + "."
+
+    def __call__(self, config: "AlgorithmConfig", callbacks_class: Any = NotProvided,
+                 **hooks: Any) -> "AlgorithmConfig":
+        method = f"{type(config).__name__}.callbacks()"
+        _check_known(method, hooks, list(HOOKS))
+        given = {hook: fn for hook, fn in hooks.items() if fn is not NotProvided}
+        make_callbacks(None, given)  # Names a hook given something other than callables.
+        values: dict[str, Any] = {"callbacks_class": callbacks_class}
+        if given:
+            merged = {**config.callbacks_hooks, **given}
+            values["callbacks_hooks"] = {h: fn for h, fn in merged.items() if fn is not None}
+        return config._set(method, self.settings, values)
+
+
 class AlgorithmConfig:
     """All settings of an algorithm as flat attributes; each builder method sets a section."""
 
@@ -187,6 +246,9 @@ class AlgorithmConfig:
     multi_agent = Builder(MultiAgentSettings)
     debugging = Builder(DebuggingSettings)
     fault_tolerance = Builder(FaultToleranceSettings)
+    evaluation = Builder(EvaluationSettings)
+    reporting = Builder(ReportingSettings)
+    callbacks = CallbacksBuilder()
     api_stack = Builder(ApiStackSettings)
 
     def __init__(self, algo_class: type["Algorithm"] | None = None) -> None:
@@ -223,6 +285,12 @@ class AlgorithmConfig:
         """Every setting as a flat ``{key: value}`` dict (a deep copy), as set (unset batch
         sizes stay None)."""
         return copy.deepcopy({key: vars(self)[key] for key in self.settings()})
+
+    @classmethod
+    def overrides(cls, **settings: Any) -> dict[str, Any]:
+        """Settings that differ somewhere (e.g. ``evaluation_config``), checked by key."""
+        _check_known(f"{cls.__name__}.overrides()", settings, sorted(cls.settings()))
+        return dict(settings)
 
     @classmethod
     def from_dict(cls, config_dict: Mapping[str, Any]) -> "AlgorithmConfig":
@@ -328,6 +396,24 @@ class AlgorithmConfig:
         return EnvRunnerConfig(**values, rl_module_spec=rl_module_spec,
                                module_ids=self.module_ids())
 
+    def get_evaluation_config_object(self) -> "AlgorithmConfig":
+        """The config evaluation runners act with: this one with ``explore=False`` and their
+        own seed, ``evaluation_config`` applied, ``evaluation_num_env_runners`` runners; with
+        the episodes unit their episode statistics cover one evaluation's episodes."""
+        overrides = dict(self.evaluation_config or {})
+        method = f"{type(self).__name__}.evaluation(evaluation_config=...)"
+        settings = self.settings()
+        _check_known(method, overrides, sorted(settings))
+        config = self.copy()
+        config.explore = False
+        if self.seed is not None:
+            config.seed = self.seed + EVALUATION_SEED_OFFSET
+        if self.evaluation_duration_unit == "episodes":
+            config.metrics_num_episodes_for_smoothing = self.evaluation_duration
+        config._set(method, settings, overrides)
+        config.num_env_runners = self.evaluation_num_env_runners
+        return config
+
     def validate(self) -> None:
         """Checks that need more than one key; ``build_algo()`` runs them."""
         name = type(self).__name__
@@ -351,6 +437,8 @@ class AlgorithmConfig:
         if self.num_gpus_per_learner > 0 and not torch.cuda.is_available():
             raise ValueError(f"{name}: num_gpus_per_learner={self.num_gpus_per_learner} but "
                              "torch sees no CUDA device; set it to 0 to learn on CPU.")
+        if self.evaluation_config:
+            self.get_evaluation_config_object()  # Names an unknown key.
 
     def build_algo(self) -> "Algorithm":
         """Validate, then build the algorithm (runners, learners, first weight sync)."""
@@ -405,7 +493,6 @@ RLLIB_NAMES: Mapping[str, str] = {
     "num_gpus_per_env_runner": _NOT_ON_CPU,
     "batch_mode": "PPO samples timesteps ('truncate_episodes'), VPG complete episodes "
                   "('complete_episodes'); drop the argument",
-    "explore": "env runners always act with forward_exploration(); drop the argument",
     "module_to_env_connector": "not supported; sample or transform actions in the module's "
                                "_forward_exploration()",
     "observation_filter": "use env_runners(env_to_module_connector=...)",
@@ -425,10 +512,7 @@ RLLIB_METHODS: Mapping[str, str] = {
     "resources": "learners(num_gpus_per_learner=..., num_cpus_per_learner=...) and "
                  "env_runners(num_cpus_per_env_runner=...)",
     "exploration": "env_runners() (runners act with the module's forward_exploration())",
-    "evaluation": "nothing: evaluation is not supported; run algo.get_module() on an env",
-    "reporting": "nothing: train() reports every iteration",
     "checkpointing": "algo.save_to_path() / Algorithm.from_checkpoint()",
-    "callbacks": "nothing: callbacks are not supported; subclass the Algorithm or Learner",
     "offline_data": "nothing: offline data is not supported",
 }
 

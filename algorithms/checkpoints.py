@@ -6,6 +6,7 @@ Layout of ``Algorithm.save_to_path(path)``::
     path/metadata.json                                algorithm and config classes, the config
                                                       as JSON; written last (marks completeness)
     path/counters/state.json                          training iteration, weights seq no
+    path/metrics_logger/state.json                    what was logged to ``algo.metrics``
     path/env_runner/state.json (+ arrays.safetensors) connector states and runner counters
     path/learner_group/learner/rl_module/<module_id>/ an RLModule checkpoint per module
     path/learner_group/learner/optimizer/state.json (+ arrays.safetensors), and any other
@@ -35,6 +36,7 @@ from rlmodules.checkpoint import (METADATA_FILE, SLOTS, WEIGHTS_FILE, Checkpoint
                                   write_dir_atomically, write_metadata)
 from learners.learner import select_components
 from rlmodules.apis import TargetNetworkAPI
+from runners.callbacks import HOOKS
 from runners.config import default_policy_mapping_fn
 from runners.env_registry import registered_creators
 
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from algorithms.algorithm import Algorithm
     from algorithms.algorithm_config import AlgorithmConfig
 
-COMPONENTS = ("learner_group", "env_runner", "counters")
+COMPONENTS = ("learner_group", "env_runner", "counters", "metrics_logger")
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.safetensors"
 _MODULES = "learner_group/learner/rl_module"
@@ -63,6 +65,9 @@ SLOTS.update({  # What the names in an algorithm checkpoint's config may stand f
                               values=lambda: [default_policy_mapping_fn]),
     "policies_to_train": _NO_CODE,
     "env_to_module_connector": _NO_CODE,
+    "callbacks_class": Slot("an RLlibCallback subclass (or a list of them)",
+                            ("runners.callbacks:RLlibCallback",)),
+    **dict.fromkeys(HOOKS, _NO_CODE),  # callbacks_hooks: {hook: function or functions}.
 })
 
 

@@ -2,7 +2,8 @@
 
 A run directory holds ``results.jsonl`` (every iteration's results dict as one JSON line; NaN
 stays NaN), TensorBoard event files when tensorboard is installed (every number in the results
-against env steps), and whatever the caller adds (scripts/train.py: its flags and checkpoint).
+against env steps: evaluation results and custom metrics from callbacks too, as they are in
+the result), and whatever the caller adds (scripts/train.py: its flags and checkpoint).
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ def _scalars(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, f
 
 
 class Progress:
-    """The line printed per iteration: iteration, env steps, mean return, steps/s and the time
-    left to --stop-iters / --stop-timesteps at this session's pace (a target return has none)."""
+    """The line printed per iteration: iteration, env steps, mean return, the evaluation's
+    mean return in iterations that evaluated, steps/s and the time left to --stop-iters /
+    --stop-timesteps at this session's pace (a target return has none)."""
 
     def __init__(self, stop_iters: int | None = None, stop_timesteps: int | None = None) -> None:
         self.stop_iters = stop_iters
@@ -143,8 +145,11 @@ class Progress:
         rate = self._steps / elapsed
         line = (f"iter {result['training_iteration']:4d}  "
                 f"env steps {result['num_env_steps_sampled_lifetime']:8d}  "
-                f"mean return {result['env_runners']['episode_return_mean']:8.2f}  "
-                f"{rate:7.0f} steps/s")
+                f"mean return {result['env_runners']['episode_return_mean']:8.2f}  ")
+        if "evaluation" in result:
+            line += (f"eval return "
+                     f"{result['evaluation']['env_runners']['episode_return_mean']:8.2f}  ")
+        line += f"{rate:7.0f} steps/s"
         left = []
         if self.stop_iters is not None:
             left.append((self.stop_iters - result["training_iteration"])

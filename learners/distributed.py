@@ -72,10 +72,10 @@ def all_reduce_gradients(params: Sequence[torch.Tensor]) -> None:
         offset += n
 
 
-Metrics = Mapping[str, Mapping[str, Any]]
+Metrics = Mapping[str, Any]  # Nested dicts of numbers (or lists, for reduce=None).
 
 
-def all_reduce_metrics(results: Metrics) -> dict[str, dict[str, Any]]:
+def all_reduce_metrics(results: Metrics) -> dict[str, Any]:
     """Every rank's update metrics -> ``reduce_metrics`` of all of them, on every rank.
 
     One all_gather of the (small) dicts: ranks may report different modules and names, and
@@ -86,15 +86,21 @@ def all_reduce_metrics(results: Metrics) -> dict[str, dict[str, Any]]:
     return reduce_metrics(gathered)
 
 
-def reduce_metrics(results: Sequence[Metrics]) -> dict[str, dict[str, Any]]:
-    """Per-learner metrics -> one dict: ints (counts) summed, floats averaged over the
-    learners that reported them."""
-    merged: dict[str, dict[str, list[Any]]] = {}
+def reduce_metrics(results: Sequence[Metrics]) -> dict[str, Any]:
+    """Per-learner (nested) metrics -> one dict: ints (counts) summed, other numbers
+    averaged over the learners that reported them, lists concatenated."""
+    merged: dict[str, list[Any]] = {}
     for result in results:
-        for key, metrics in result.items():
-            for name, value in metrics.items():
-                merged.setdefault(key, {}).setdefault(name, []).append(value)
-    return {key: {name: (sum(values) if all(isinstance(v, int) for v in values)
-                         else sum(values) / len(values))
-                  for name, values in metrics.items()}
-            for key, metrics in merged.items()}
+        for key, value in result.items():
+            merged.setdefault(key, []).append(value)
+    return {key: _reduce(values) for key, values in merged.items()}
+
+
+def _reduce(values: list[Any]) -> Any:
+    if all(isinstance(v, Mapping) for v in values):
+        return reduce_metrics(values)
+    if all(isinstance(v, list) for v in values):
+        return [x for v in values for x in v]
+    if all(isinstance(v, int) for v in values):
+        return sum(values)
+    return sum(values) / len(values)

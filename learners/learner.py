@@ -15,16 +15,21 @@ Modules that are not torch modules (e.g. numpy heuristics) and modules outside
 implement TargetNetworkAPI get their target nets made at build and moved by ``tau`` every
 ``target_network_update_freq`` trained timesteps.
 
-``configure_optimizers_for_module`` picks the optimizers (one Adam per module by default).
+``configure_optimizers_for_module`` picks the optimizers (one Adam per module by default,
+named DEFAULT_OPTIMIZER) with ``register_optimizer``, as in RLlib: several per module, each with
+its own learning rate or ``[[timestep, lr], ...]`` schedule, plus torch lr schedulers
+(``register_lr_scheduler``). ``self.metrics`` is a MetricsLogger: what a loss logs under
+``(module_id, name)`` comes back as ``results[module_id][name]``.
+
 The minibatch loop is a hot path: the batch goes to the device once per update, minibatches
-are index views into it, and logged metrics stay tensors until one conversion at the end.
+are index views into it, and logged metrics stay tensors until the logger reduces them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections import defaultdict
+import math
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -32,15 +37,20 @@ import torch
 from torch import nn
 
 from rlmodules.apis import SelfSupervisedLossAPI, TargetNetworkAPI, update_target_network
-from rlmodules.columns import Columns
+from rlmodules.columns import ALL_MODULES, DEFAULT_MODULE_ID, Columns
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from rlmodules.tree import first_leaf, map_tree
 from runners.fragment import Fragment
+from runners.metrics_logger import MetricsLogger
 from learners import distributed
-from learners.batching import concat_fragments, cut_sequences, group_by_module, minibatch_plan
+from learners.batching import (concat_fragments, count_env_steps, cut_sequences,
+                               group_by_module, minibatch_plan)
 
-ALL_MODULES = "__all__"
-"""Metrics key for numbers about the whole update (and for optimizers spanning modules)."""
+DEFAULT_OPTIMIZER = "default_optimizer"
+"""Name of an optimizer registered without one (RLlib's)."""
+
+LearningRateOrSchedule = float | Sequence[Sequence[float]]
+"""A learning rate, or RLlib's piecewise-linear schedule ``[[timestep, lr], ...]``."""
 
 PoliciesToTrain = Collection[str] | Callable[[str, Any], bool] | None
 
@@ -117,12 +127,19 @@ class TorchLearner:
         self._value_batch_rewrites: dict[str, dict[str, Any]] = {}
         # Per module with target nets: lifetime trained steps, last update's step, updates.
         self._target_updates: dict[str, dict[str, int]] = {}
+        # Optimizers by "<module_id>_<optimizer_name>" (RLlib's full name, their state key).
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._optimizer_ids: dict[str, tuple[str, str]] = {}  # -> (module_id, optimizer_name)
         self._optimizer_params: dict[str, list[torch.Tensor]] = {}
+        self._lr_schedules: dict[str, tuple[list[float], list[float]]] = {}  # Piecewise ones.
+        self._lr_schedulers: dict[str, list[torch.optim.lr_scheduler.LRScheduler]] = {}
         self._params: list[torch.Tensor] = []  # Cheaper to clear than zero_grad().
         self._synced_params: list[torch.Tensor] = []  # All-reduced, in a fixed order.
-        self._logged: dict[tuple[str, str], list[Any]] = defaultdict(list)
         self._stepped: set[str] = set()  # Optimizers that stepped in the current update.
+        # Lifetime trained steps (reduced over data-parallel learners): key -> name -> count.
+        self._lifetime: dict[str, dict[str, int]] = {}
+        self.metrics = MetricsLogger()
+        """What losses and hooks log to (RLlib's ``self.metrics``); reduced once per update."""
         # Minibatch shuffling; seeded per learner so that runs repeat.
         self._rng = np.random.default_rng(
             None if config.seed is None else [config.seed, learner_index])
@@ -175,6 +192,7 @@ class TorchLearner:
             mid: (sub.model_config.get("max_seq_len", 20) if sub.is_stateful() else None)
             for mid, sub in module.items()}
         self.configure_optimizers()
+        self._add_config_lr_schedulers()
         unique = {id(p): p for params in self._optimizer_params.values() for p in params}
         self._synced_params = [p for p in unique.values() if p.requires_grad]
         self._params = [p for p in module.parameters() if p.requires_grad]
@@ -220,23 +238,96 @@ class TorchLearner:
                 self.configure_optimizers_for_module(module_id, self.config)
 
     def configure_optimizers_for_module(self, module_id: str, config: Any) -> None:
-        """One Adam over the module's trainable parameters (none for a parameter-free module;
-        frozen ones, e.g. target nets, are left out)."""
-        params = [p for p in self.module[module_id].parameters() if p.requires_grad]
+        """One Adam (DEFAULT_OPTIMIZER) over the module's trainable parameters at
+        ``config.lr``; none for a parameter-free module."""
+        params = self.get_parameters(self.module[module_id])
         if params:
             # The fused kernel steps all tensors at once: ~2x faster than the default on CPU.
-            optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
-            self.register_optimizer(module_id, optimizer, params)
+            self.register_optimizer(module_id=module_id, optimizer=torch.optim.Adam(
+                params, fused=True), params=params, lr_or_lr_schedule=config.lr)
 
-    def register_optimizer(self, module_id: str, optimizer: torch.optim.Optimizer,
-                           params: Iterable[torch.Tensor]) -> None:
-        """Register ``optimizer`` over ``params`` under ``module_id`` (metrics and state key),
-        or under another name, e.g. ALL_MODULES for one optimizer over several modules."""
-        if module_id in self._optimizers:
-            raise ValueError(f"An optimizer is already registered under '{module_id}'; use "
-                             "one key per optimizer.")
-        self._optimizers[module_id] = optimizer
-        self._optimizer_params[module_id] = list(params)
+    def get_parameters(self, module: nn.Module) -> list[torch.Tensor]:
+        """The trainable parameters of ``module`` (frozen ones, e.g. target nets, left out)."""
+        return [p for p in module.parameters() if p.requires_grad]
+
+    def register_optimizer(self, *, module_id: str = ALL_MODULES,
+                           optimizer_name: str = DEFAULT_OPTIMIZER,
+                           optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor],
+                           lr_or_lr_schedule: LearningRateOrSchedule | None = None) -> None:
+        """Register ``optimizer`` over ``params`` as ``optimizer_name`` of ``module_id``
+        (ALL_MODULES: one optimizer over several modules).
+
+        Its state is the learner state's "optimizer/<module_id>_<optimizer_name>"; its
+        gradients are clipped by config.grad_clip on their own, and its lr and gradient
+        norm are reported in ``results[module_id]`` as "<optimizer_name>_lr" and
+        "gradients_<optimizer_name>_global_norm". ``lr_or_lr_schedule``: a float sets the
+        lr; ``[[timestep, lr], ...]`` (first timestep 0) interpolates linearly over the
+        learner's lifetime trained env steps, updated after every update; None keeps the
+        optimizer's own lr.
+        """
+        name = f"{module_id}_{optimizer_name}"
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"register_optimizer('{name}'): optimizer must be a "
+                            f"torch.optim.Optimizer, got {type(optimizer).__name__}.")
+        if name in self._optimizers:
+            raise ValueError(f"An optimizer is already registered as '{optimizer_name}' of "
+                             f"'{module_id}'; give each optimizer its own optimizer_name.")
+        self._optimizers[name] = optimizer
+        self._optimizer_ids[name] = (module_id, optimizer_name)
+        self._optimizer_params[name] = list(params)
+        if lr_or_lr_schedule is not None:
+            timesteps, lrs = _lr_schedule(lr_or_lr_schedule, name)
+            if len(timesteps) > 1:
+                self._lr_schedules[name] = (timesteps, lrs)
+            _set_lr(optimizer, lrs[0])
+
+    def register_lr_scheduler(self, *, module_id: str = ALL_MODULES,
+                              optimizer_name: str = DEFAULT_OPTIMIZER,
+                              scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Step ``scheduler`` (a torch lr scheduler built on that registered optimizer) once
+        after every update in which its optimizer stepped, after those registered before it;
+        its state is part of the learner state. ``config._torch_lr_scheduler_classes``
+        (RLlib's ``experimental()`` setting) registers one per class for every optimizer."""
+        optimizer = self.get_optimizer(module_id, optimizer_name)
+        name = f"{module_id}_{optimizer_name}"
+        if getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError(f"register_lr_scheduler('{name}'): the scheduler was built on "
+                             "another optimizer; build it on get_optimizer(module_id, "
+                             "optimizer_name).")
+        if name in self._lr_schedules:
+            raise ValueError(f"Optimizer '{name}' already follows an lr schedule "
+                             "(lr_or_lr_schedule); give it a constant lr or no scheduler.")
+        self._lr_schedulers.setdefault(name, []).append(scheduler)
+
+    def _add_config_lr_schedulers(self) -> None:
+        """RLlib's ``_torch_lr_scheduler_classes``: a list of scheduler classes (or partials)
+        for every optimizer, or ``{module_id: [classes]}``."""
+        classes = getattr(self.config, "_torch_lr_scheduler_classes", None)
+        if not classes:
+            return
+        for name, (module_id, optimizer_name) in self._optimizer_ids.items():
+            for scheduler_class in (classes.get(module_id, ()) if isinstance(classes, Mapping)
+                                    else classes):
+                self.register_lr_scheduler(module_id=module_id, optimizer_name=optimizer_name,
+                                           scheduler=scheduler_class(self._optimizers[name]))
+
+    def get_optimizer(self, module_id: str = DEFAULT_MODULE_ID,
+                      optimizer_name: str = DEFAULT_OPTIMIZER) -> torch.optim.Optimizer:
+        """The optimizer registered as ``optimizer_name`` (or by that full name) of
+        ``module_id``."""
+        optimizer = (self._optimizers.get(optimizer_name)
+                     or self._optimizers.get(f"{module_id}_{optimizer_name}"))
+        if optimizer is None:
+            raise KeyError(f"No optimizer '{optimizer_name}' registered for module "
+                           f"'{module_id}'; registered: {list(self._optimizers)}.")
+        return optimizer
+
+    def get_optimizers_for_module(self, module_id: str = ALL_MODULES
+                                  ) -> list[tuple[str, torch.optim.Optimizer]]:
+        """``(optimizer_name, optimizer)`` of every optimizer registered for ``module_id``."""
+        return [(optimizer_name, self._optimizers[name])
+                for name, (mid, optimizer_name) in self._optimizer_ids.items()
+                if mid == module_id]
 
     # ---- the hooks --------------------------------------------------------------------------
 
@@ -257,7 +348,8 @@ class TorchLearner:
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
-        """The scalar loss of one module on one minibatch; log extra terms with log_metric."""
+        """The scalar loss of one module on one minibatch; log extra terms with
+        ``self.metrics.log_value((module_id, name), value, ...)`` or ``log_metric``."""
         raise NotImplementedError(
             f"{type(self).__name__} must implement compute_loss_for_module().")
 
@@ -270,8 +362,12 @@ class TorchLearner:
     def update(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
         """Train on ``fragments`` for num_epochs x minibatches; return metrics per module.
 
-        With data-parallel peers the metrics are reduced over all learners (counts summed,
-        the rest averaged over the learners that reported them), identical on every one.
+        ``results[module_id]`` holds what was logged under ``(module_id, ...)`` plus
+        "num_module_steps_trained" (and "_lifetime"); ``results[ALL_MODULES]`` the update's
+        "num_env_steps_trained" (``count_env_steps``: a step in which several agents act
+        counts once) and "num_module_steps_trained" (and their "_lifetime"). With
+        data-parallel peers the metrics are reduced over all learners (ints summed, the
+        rest averaged over the learners that reported them), identical on every one.
         """
         module = self.module
         groups = self.group_fragments(fragments)
@@ -282,19 +378,20 @@ class TorchLearner:
                            "policy_mapping_fn and the module specs.")
         groups = {mid: frags for mid, frags in groups.items()
                   if self._may_train(mid, module[mid], frags)}
-        counts = {mid: sum(map(len, frags)) for mid, frags in groups.items()}
-        self._logged.clear()
         if groups or self.world_size > 1:  # Data-parallel peers step even without data.
             self._train({mid: self.build_module_batch(mid, frags)
                          for mid, frags in groups.items()})
-        results = self._metrics_results()
-        for mid, count in counts.items():
-            results.setdefault(mid, {})["num_module_steps_trained"] = count
-        results.setdefault(ALL_MODULES, {})["num_env_steps_trained"] = sum(
-            len(f) for f in fragments if f.module_id in groups)
-        if self.world_size > 1:
-            results = distributed.all_reduce_metrics(results)
+        counts = {mid: sum(map(len, frags)) for mid, frags in groups.items()}
+        for key, name, count in [
+                *((mid, "num_module_steps_trained", n) for mid, n in counts.items()),
+                (ALL_MODULES, "num_module_steps_trained", sum(counts.values())),
+                (ALL_MODULES, "num_env_steps_trained",
+                 count_env_steps([f for f in fragments if f.module_id in groups]))]:
+            self.metrics.log_value((key, name), count, reduce="sum", clear_on_reduce=True)
+        results = self._reduce_metrics()
+        self._count_lifetime_steps(results)
         self._update_target_networks(results)
+        self._update_learning_rates(results)
         self.after_update(results)
         return results
 
@@ -332,12 +429,11 @@ class TorchLearner:
         return self._to_device(columns)
 
     def log_metric(self, key: str, name: str, value: torch.Tensor | float) -> None:
-        """Record ``value`` (a scalar tensor or number) under ``results[key][name]``.
-
-        Values are averaged over the update's minibatches and converted to Python floats
-        once at the end, so logging inside the loss costs no device sync.
-        """
-        self._logged[(key, name)].append(value.detach() if hasattr(value, "detach") else value)
+        """Short form of ``self.metrics.log_value((key, name), value)`` for a per-update
+        term: ``results[key][name]`` is its mean over the update's minibatches (RLlib's
+        built-in terms report the last minibatch's, ``window=1``). Tensors stay tensors
+        until the logger reduces them, so logging inside the loss costs no device sync."""
+        self.metrics.log_value((key, name), value, window=math.inf, clear_on_reduce=True)
 
     def _train(self, batch: dict[str, dict[str, Any]]) -> None:
         """num_epochs x minibatches steps; the number of minibatches per epoch,
@@ -397,23 +493,48 @@ class TorchLearner:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             if self.config.grad_clip is not None:
                 torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
-            self.log_metric(name, "grad_norm", norm)
+            module_id, optimizer_name = self._optimizer_ids[name]
+            self.log_metric(module_id, f"gradients_{optimizer_name}_global_norm", norm)
             optimizer.step()
             self._stepped.add(name)
 
-    def _metrics_results(self) -> dict[str, dict[str, Any]]:
-        """This learner's logged means (one device-to-host copy) and the stepped lrs."""
-        results: dict[str, dict[str, Any]] = {}
-        if self._logged:
-            means = torch.stack([
-                torch.stack([torch.as_tensor(v, device=self.device) for v in values])
-                .float().mean() for values in self._logged.values()]).tolist()
-            for (key, name), mean in zip(self._logged, means):
-                results.setdefault(key, {})[name] = mean
+    def _reduce_metrics(self) -> dict[str, Any]:
+        """The update's results from ``self.metrics``, reduced over data-parallel learners.
+
+        Per-update terms (``clear_on_reduce``) that got no value this update (a module
+        without data) are left out rather than reported as NaN.
+        """
+        stats = self.metrics.stats
+        for path in [p for p, s in stats.items() if s.clear_on_reduce and not s.values]:
+            del stats[path]
+        results = self.metrics.reduce()
+        return distributed.all_reduce_metrics(results) if self.world_size > 1 else results
+
+    def _count_lifetime_steps(self, results: dict[str, Any]) -> None:
+        """Add "<count>_lifetime" next to each trained-steps count (counts already reduced
+        over data-parallel learners, so every learner's lifetime agrees)."""
+        for key, metrics in results.items():
+            for count in ("num_module_steps_trained", "num_env_steps_trained"):
+                if isinstance(metrics, dict) and count in metrics:
+                    lifetime = self._lifetime.setdefault(key, {})
+                    lifetime[f"{count}_lifetime"] = lifetime.get(f"{count}_lifetime", 0) + \
+                        metrics[count]
+                    metrics[f"{count}_lifetime"] = lifetime[f"{count}_lifetime"]
+
+    def _update_learning_rates(self, results: dict[str, Any]) -> None:
+        """After an update: schedules move to the lifetime trained env steps, torch lr
+        schedulers of the optimizers that stepped take one step; each stepped optimizer's
+        lr (the next update's) is reported as results[module_id]["<optimizer_name>_lr"]."""
+        timestep = self._lifetime.get(ALL_MODULES, {}).get("num_env_steps_trained_lifetime", 0)
+        for name, (timesteps, lrs) in self._lr_schedules.items():
+            _set_lr(self._optimizers[name], float(np.interp(timestep, timesteps, lrs)))
         for name in self._stepped:
-            results.setdefault(name, {})["lr"] = float(self._optimizers[name].param_groups[0]["lr"])
+            for scheduler in self._lr_schedulers.get(name, ()):
+                scheduler.step()
+            module_id, optimizer_name = self._optimizer_ids[name]
+            results.setdefault(module_id, {})[f"{optimizer_name}_lr"] = float(
+                self._optimizers[name].param_groups[0]["lr"])
         self._stepped.clear()
-        return results
 
     # ---- batches ------------------------------------------------------------------------------
 
@@ -499,12 +620,13 @@ class TorchLearner:
     # ---- state --------------------------------------------------------------------------------
 
     def get_state(self, components: str | Sequence[str] | None = None) -> dict[str, Any]:
-        """``{"rl_module": {mid: weights}, "optimizer": {name: state}}`` as numpy (module
-        weights include target nets), plus the target-update counters in whole-state requests
-        of learners with target nets.
+        """``{"rl_module": {mid: weights}, "optimizer": {"<module_id>_<optimizer_name>":
+        state}}`` as numpy (module weights include target nets); whole-state requests add
+        the lifetime trained steps, torch lr schedulers' states and target-update counters
+        (where there are any).
 
         ``components`` selects paths such as "rl_module", "rl_module/default_policy" or
-        "optimizer/p0".
+        "optimizer/p0_default_optimizer".
         """
         selection = select_components(
             components, {"rl_module": self.module.keys(), "optimizer": self._optimizers},
@@ -516,16 +638,23 @@ class TorchLearner:
             state["optimizer"] = {
                 name: map_tree(_to_numpy, self._optimizers[name].state_dict(), sequences=True)
                 for name in selection["optimizer"] or self._optimizers}
-        if components is None and self._target_updates:
-            state["target_updates"] = copy.deepcopy(self._target_updates)
+        if components is None:
+            state["steps_trained_lifetime"] = copy.deepcopy(self._lifetime)
+            if self._lr_schedulers:
+                state["lr_schedulers"] = {name: [copy.deepcopy(s.state_dict()) for s in sched]
+                                          for name, sched in self._lr_schedulers.items()}
+            if self._target_updates:
+                state["target_updates"] = copy.deepcopy(self._target_updates)
         return state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Load a (possibly partial) state from ``get_state``; what it leaves out is kept."""
-        unknown = sorted(set(state) - {"rl_module", "optimizer", "target_updates"})
+        unknown = sorted(set(state) - {"rl_module", "optimizer", "steps_trained_lifetime",
+                                       "lr_schedulers", "target_updates"})
         if unknown:
             raise KeyError(f"{type(self).__name__}.set_state(): unknown component(s) {unknown};"
-                           " a learner state holds 'rl_module' and 'optimizer'.")
+                           " a learner state holds 'rl_module', 'optimizer', "
+                           "'steps_trained_lifetime', 'lr_schedulers' and 'target_updates'.")
         if "rl_module" in state:
             self.set_weights(state["rl_module"])
         unknown = sorted(set(state.get("optimizer", {})) - set(self._optimizers))
@@ -535,6 +664,16 @@ class TorchLearner:
         for name, optimizer_state in state.get("optimizer", {}).items():
             self._optimizers[name].load_state_dict(
                 map_tree(_to_torch, optimizer_state, sequences=True))
+        for name, scheduler_states in state.get("lr_schedulers", {}).items():
+            schedulers = self._lr_schedulers.get(name, [])
+            if len(schedulers) != len(scheduler_states):
+                raise KeyError(f"{type(self).__name__}.set_state(): {len(scheduler_states)} lr "
+                               f"scheduler state(s) for optimizer '{name}', which has "
+                               f"{len(schedulers)} lr scheduler(s); register the same ones.")
+            for scheduler, scheduler_state in zip(schedulers, scheduler_states):
+                scheduler.load_state_dict(scheduler_state)
+        for key, counts in state.get("steps_trained_lifetime", {}).items():
+            self._lifetime[key] = {name: int(n) for name, n in counts.items()}
         for mid, track in state.get("target_updates", {}).items():
             if mid in self._target_updates:
                 self._target_updates[mid].update({k: int(v) for k, v in track.items()})
@@ -561,6 +700,28 @@ class TorchLearner:
 
 Learner = TorchLearner
 """RLlib's name for the learner base class; here the one (torch) learner is the base."""
+
+
+def _lr_schedule(value: LearningRateOrSchedule, name: str) -> tuple[list[float], list[float]]:
+    """A learning rate or ``[[timestep, lr], ...]`` as (timesteps, lrs)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [0.0], [float(value)]
+    try:
+        points = [(float(t), float(lr)) for t, lr in value]
+    except (TypeError, ValueError):
+        points = []
+    if not points or points[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+        raise ValueError(
+            f"Optimizer '{name}': lr_or_lr_schedule={value!r} is neither a learning rate nor "
+            "a schedule [[timestep, lr], ...] starting at timestep 0 with increasing "
+            "timesteps, e.g. [[0, 1e-3], [100000, 1e-4]].")
+    timesteps, lrs = zip(*points)
+    return list(timesteps), list(lrs)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _to_numpy(leaf: Any) -> Any:

@@ -3,7 +3,7 @@
 from rlmodules.apis import (TARGET_NETWORK_ACTION_DIST_INPUTS, InferenceOnlyAPI, QNetAPI,
                             SelfSupervisedLossAPI, TargetNetworkAPI, ValueFunctionAPI,
                             make_target_network, update_target_network)
-from rlmodules.columns import (COMPONENT_ENV_RUNNER, COMPONENT_ENV_TO_MODULE_CONNECTOR,
+from rlmodules.columns import (ALL_MODULES, COMPONENT_ENV_RUNNER, COMPONENT_ENV_TO_MODULE_CONNECTOR,
                                COMPONENT_EVAL_ENV_RUNNER, COMPONENT_LEARNER,
                                COMPONENT_LEARNER_GROUP, COMPONENT_METRICS_LOGGER,
                                COMPONENT_MODULE_TO_ENV_CONNECTOR, COMPONENT_MULTI_RL_MODULE_SPEC,
@@ -18,6 +18,7 @@ from rlmodules import compat  # noqa: F401  (last: it installs the alpha API on 
 
 __all__ = [
     "ACTOR",
+    "ALL_MODULES",
     "CRITIC",
     "COMPONENT_ENV_RUNNER",
     "COMPONENT_ENV_TO_MODULE_CONNECTOR",

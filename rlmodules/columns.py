@@ -43,6 +43,9 @@ DEFAULT_MODULE_ID = "default_policy"
 DEFAULT_POLICY_ID = DEFAULT_MODULE_ID
 DEFAULT_AGENT_ID = "default_agent"
 """Agent ID RLlib gives the one agent of a single-agent env."""
+ALL_MODULES = "__all_modules__"
+"""Learner results key for numbers about the whole update (e.g. num_env_steps_trained), and
+the module ID of optimizers spanning several modules (RLlib's)."""
 
 ENCODER_OUT = "encoder_out"
 """Key under which an encoder returns its embeddings (e.g. a shared encoder sub-module)."""

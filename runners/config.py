@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 
 from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
+from runners.callbacks import RLlibCallback
 from runners.connectors import EnvToModuleConnector
 
 Check = tuple[Callable[[Any], bool], str]  # A test of a value and what it asks for.
@@ -67,6 +68,11 @@ class EnvironmentSettings:
         "runners.MultiAgentEnv subclass, or a callable env_config -> env")
     env_config: dict = setting({}, (lambda v: isinstance(v, Mapping), "a dict"),
                                "passed to the env's creator or constructor")
+    clip_rewards: bool | float | None = setting(
+        None, (lambda v: v is None or isinstance(v, bool) or (is_number(v) and v > 0),
+               "None, a bool or a number > 0"),
+        "rewards for learning: None/False as they are, True: their sign, c: clipped to "
+        "[-c, c]; episode returns in the metrics stay unclipped")
 
 
 @dataclass
@@ -82,6 +88,8 @@ class EnvRunnersSettings:
                "or env -> connector (not a connector instance or a list), e.g. lambda env, "
                "spaces, device: FlattenObservations()"),
         "called by every env runner to make its connector (runners.connectors)")
+    explore: bool = setting(True, BOOL, "sample() acts with forward_exploration (else "
+                            "forward_inference); only calls with this setting count in metrics")
     rollout_fragment_length: int | str = setting(
         "auto", (lambda v: v == "auto" or (is_int(v) and v >= 1), "'auto' or an int >= 1"),
         "vector steps per env per sample(); 'auto': one sample() of all runners fills a batch")
@@ -107,6 +115,32 @@ class FaultToleranceSettings:
     max_num_env_runner_restarts: int = setting(1000, int_at_least(0))
 
 
+def _is_callbacks_class(v: Any) -> bool:
+    classes = list(v) if isinstance(v, (list, tuple)) else [v]
+    return all(isinstance(c, type) and issubclass(c, RLlibCallback) for c in classes)
+
+
+@dataclass
+class CallbackSettings:
+    """User code called at fixed points (runners.callbacks; builder: callbacks())."""
+
+    callbacks_class: type | list[type] | None = setting(
+        None, (lambda v: v is None or _is_callbacks_class(v),
+               "None, an RLlibCallback subclass or a list of them (classes, not instances)"),
+        "built once in every env runner (also remote and restarted ones) and the algorithm")
+    callbacks_hooks: dict = setting(
+        {}, (lambda v: isinstance(v, Mapping), "a dict {hook name: callable or list}"),
+        "per-hook callables, e.g. {'on_episode_end': fn}, called after callbacks_class's")
+
+
+@dataclass
+class ReportingSettings:
+    """How results are smoothed."""
+
+    metrics_num_episodes_for_smoothing: int = setting(
+        100, int_at_least(1), "episode stats are over this many most recent episodes")
+
+
 @dataclass
 class DebuggingSettings:
     """Reproducibility."""
@@ -116,8 +150,9 @@ class DebuggingSettings:
 
 
 @dataclass
-class EnvRunnerConfig(DebuggingSettings, FaultToleranceSettings, PolicyMappingSettings,
-                      EnvRunnersSettings, EnvironmentSettings):  # Fields: env first.
+class EnvRunnerConfig(DebuggingSettings, ReportingSettings, CallbackSettings,
+                      FaultToleranceSettings, PolicyMappingSettings, EnvRunnersSettings,
+                      EnvironmentSettings):  # Fields: env first.
     """The settings of the runners' sections, plus the module spec they act with."""
 
     # The module to act with; missing spaces are filled from the (connector-processed) env.

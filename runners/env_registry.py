@@ -84,8 +84,8 @@ _GYMNASIUM_API = (
     "dict from reset() and split done into terminated and truncated.")
 
 
-def reset_env(env: Any, name: str, seed: int | None = None) -> Any:
-    """``env.reset(seed=seed)``'s first observation; a reset that raises, or that does not
+def reset_env(env: Any, name: str, seed: int | None = None) -> tuple[Any, Mapping]:
+    """``env.reset(seed=seed)``'s ``(obs, info)``; a reset that raises, or that does not
     return ``(obs, info)``, is an EnvError."""
     try:
         result = env.reset(seed=seed)
@@ -94,7 +94,7 @@ def reset_env(env: Any, name: str, seed: int | None = None) -> Any:
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping)):
         raise EnvError(f"{name}: {env_label(env)}.reset() returned {_short(result)}, not "
                        f"(obs, info). {_GYMNASIUM_API}")
-    return result[0]
+    return result
 
 
 def check_step_result(env: Any, result: Any, name: str) -> None:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from rlmodules import DEFAULT_MODULE_ID, Columns, MultiRLModule
+from rlmodules import DEFAULT_AGENT_ID, DEFAULT_MODULE_ID, Columns, MultiRLModule
 from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
+from runners.callbacks import make_callbacks
 from runners.config import EnvRunnerConfig
 from runners.connectors import batch_observations, make_connector, observed_space
 from runners.env_registry import EnvError, env_creator
+from runners.episodes import SingleAgentEpisode
 from runners.fragment import Episode, Fragment, concat_fragments
-from runners.metrics import RunnerMetrics
+from runners.metrics import log_count, log_episode, log_steps, with_defaults
+from runners.metrics_logger import MetricsLogger
 from runners.module_spec import fill_module_spec
 from runners.vector_env import EnvVector
 from runners.weights import verify_loaded
@@ -27,6 +31,32 @@ logger = logging.getLogger(__name__)
 # Episode-mode sampling gives up once envs raised this many times more than episodes asked for.
 _MAX_ENV_ERRORS_PER_EPISODE = 10
 
+# Hooks that need episode objects: with none of them used, the runner builds none.
+EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end",
+                 "on_sample_end")
+
+
+class EnvContext(dict):
+    """RLlib's EnvContext: the env_config dict, plus where the env runs (env creators get
+    one; so does ``on_environment_created``)."""
+
+    def __init__(self, env_config: dict, worker_index: int, num_workers: int,
+                 vector_index: int = 0) -> None:
+        super().__init__(env_config)
+        self.worker_index = worker_index
+        self.num_workers = num_workers
+        self.vector_index = vector_index
+        self.remote = worker_index > 0
+
+
+def clip_rewards(rewards: np.ndarray, clip: bool | float | None) -> np.ndarray:
+    """``rewards`` clipped as ``clip_rewards`` says (True: sign, c: to [-c, c]), in place."""
+    if clip is True:
+        np.sign(rewards, out=rewards)
+    elif clip:
+        np.clip(rewards, -clip, clip, out=rewards)
+    return rewards
+
 
 class EnvRunner:
     """What the single- and multi-agent runners share: seeding, module and weights, metrics,
@@ -34,6 +64,11 @@ class EnvRunner:
 
     ``worker_index`` 0 is the in-process runner; remote runners are 1..N. Each derives its own
     seed (``seed + 1000 * worker_index``, env ``i`` adding ``i``) and seeds torch with it.
+
+    ``self.metrics`` (a MetricsLogger) holds the built-in stats and whatever callbacks log;
+    a sample() call whose ``explore`` differs from ``config.explore`` (e.g. a greedy look at
+    a training runner) counts in none of them: its callbacks get a scratch logger. Episode
+    objects (``runners.episodes``) are built only for callbacks that use episode hooks.
     """
 
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
@@ -45,11 +80,42 @@ class EnvRunner:
         self.seed = None if config.seed is None else config.seed + 1000 * worker_index
         if self.seed is not None:
             torch.manual_seed(self.seed)
-        self.metrics = RunnerMetrics()
+        self.metrics = MetricsLogger()
+        self._call_metrics = self.metrics  # The current sample() call's (scratch if not counted).
+        self._episodes_to_log: int | None = None  # Episodes sample(num_episodes=N) still counts.
+        self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_hooks)
+        self._recording = any(self.callbacks.uses(hook) for hook in EPISODE_HOOKS)
+        self._user_episodes: list[Any] = []  # Per env, when recording.
+        self._done_episodes: list[Any] = []  # Completed in the current sample() call.
+        self._num_env_errors = 0
         self.weights_seq_no = 0
         self.connector: Any = None
         self.module: MultiRLModule | None = None
         self._make_env = env_creator(config.env)
+
+    def _env_context(self, vector_index: int = 0) -> EnvContext:
+        return EnvContext(self.config.env_config, self.worker_index, self.config.num_env_runners,
+                          vector_index)
+
+    def _environment_created(self, env: Any) -> None:
+        self.callbacks.call("on_environment_created", env_runner=self,
+                            metrics_logger=self.metrics, env=env,
+                            env_context=self._env_context())
+
+    def _episode_hook(self, hook: str, env_index: int, env: Any) -> None:
+        if self.callbacks.uses(hook):
+            self.callbacks.call(hook, episode=self._user_episodes[env_index], env_runner=self,
+                                metrics_logger=self._call_metrics, env=env,
+                                env_index=env_index, rl_module=self.module)
+
+    def _log_episode(self, episode: Episode, agent_returns: dict, module_returns: dict) -> None:
+        if self._episodes_to_log is not None:  # sample(num_episodes=N) counts the N it returns.
+            if self._episodes_to_log == 0:
+                return
+            self._episodes_to_log -= 1
+        log_episode(self._call_metrics, self.config.metrics_num_episodes_for_smoothing,
+                    len(episode), episode.get_return(), time.perf_counter() - episode.started_at,
+                    agent_returns, module_returns)
 
     def _build_module(self, env: Any) -> MultiRLModule:
         """The inference-only module for ``env``'s spaces as the connector presents them."""
@@ -59,34 +125,57 @@ class EnvRunner:
     # ---- sampling ---------------------------------------------------------------------------
 
     def sample(self, num_timesteps: int | None = None, num_episodes: int | None = None,
-               explore: bool = True, random_actions: bool = False) -> list[Fragment]:
+               explore: bool | None = None, random_actions: bool = False) -> list[Fragment]:
         """Fragments of at least ``num_timesteps`` env steps (over all envs; default:
         rollout_fragment_length per env), or exactly ``num_episodes`` complete episodes.
 
         Timestep sampling carries episodes on across calls; episode sampling starts every env
         on a fresh episode and returns each episode whole (one fragment per agent).
+        ``explore`` defaults to ``config.explore``; a call with the other value is not
+        counted in ``self.metrics``. ``on_sample_end`` gets the episode chunks of this call.
         """
         if num_timesteps is not None and num_episodes is not None:
             raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
+        explore = self.config.explore if explore is None else explore
+        self._call_metrics = self.metrics if explore == self.config.explore else MetricsLogger()
+        self._done_episodes = []
         if num_episodes is not None:
-            return self._sample_episodes(num_episodes, explore, random_actions)
-        steps = self.config.rollout_fragment_length if num_timesteps is None else \
-            max(1, math.ceil(num_timesteps / self.num_envs))
-        return self._collect(steps, explore, random_actions)[0]
+            fragments = self._sample_episodes(num_episodes, explore, random_actions)
+            keep = {fragment.episode_id for fragment in fragments}
+            samples = [e for e in self._done_episodes if e.id_ in keep]
+        else:
+            steps = self.config.rollout_fragment_length if num_timesteps is None else \
+                max(1, math.ceil(num_timesteps / self.num_envs))
+            fragments = self._collect(steps, explore, random_actions)[0]
+            samples = self._done_episodes + [e for e in self._user_episodes if len(e)]
+            self._user_episodes = [e.cut() if len(e) else e for e in self._user_episodes]
+        if self.callbacks.uses("on_sample_end"):
+            self.callbacks.call("on_sample_end", env_runner=self,
+                                metrics_logger=self._call_metrics, samples=samples)
+        self._call_metrics = self.metrics
+        return fragments
 
     def _sample_episodes(self, num_episodes: int, explore: bool,
                          random_actions: bool) -> list[Fragment]:
         self._start_new_episodes()
+        self._episodes_to_log = num_episodes
+        try:
+            return self._collect_episodes(num_episodes, explore, random_actions)
+        finally:
+            self._episodes_to_log = None
+
+    def _collect_episodes(self, num_episodes: int, explore: bool,
+                          random_actions: bool) -> list[Fragment]:
         pieces: dict[tuple, list[Fragment]] = {}  # (episode_id, agent_id) -> in order
         ended: list[str] = []
-        errors_before = self.metrics.lifetime["num_env_errors_lifetime"]
+        errors_before = self._num_env_errors
         while len(ended) < num_episodes:
             fragments, ended_now = self._collect(self.config.rollout_fragment_length, explore,
                                                  random_actions)
             for fragment in fragments:
                 pieces.setdefault((fragment.episode_id, fragment.agent_id), []).append(fragment)
             ended += ended_now
-            errors = self.metrics.lifetime["num_env_errors_lifetime"] - errors_before
+            errors = self._num_env_errors - errors_before
             if errors > _MAX_ENV_ERRORS_PER_EPISODE * (num_episodes + 1):
                 raise EnvError(f"EnvRunner {self.worker_index}: the env raised in {errors} "
                                f"episodes while {len(ended)} of {num_episodes} completed; see "
@@ -107,7 +196,8 @@ class EnvRunner:
         returned (the caller starts a new one)."""
         logger.warning("EnvRunner %d: env %d raised in step(); its episode is dropped and the "
                        "env rebuilt: %r", self.worker_index, env_index, err)
-        self.metrics.count("num_env_errors", 1)
+        self._num_env_errors += 1
+        log_count(self._call_metrics, "num_env_errors", 1)
 
     # ---- weights, metrics, state ------------------------------------------------------------
 
@@ -122,13 +212,15 @@ class EnvRunner:
         return self.weights_seq_no
 
     def get_metrics(self) -> dict[str, Any]:
-        """Episode stats over the last 100 episodes and step counts since the last call."""
-        return self.metrics.reduce()
+        """``self.metrics`` reduced: episode stats over the last
+        ``metrics_num_episodes_for_smoothing`` episodes, counts since the last call and over
+        the lifetime, and what callbacks logged."""
+        return with_defaults(self.metrics.reduce())
 
     def get_state(self) -> dict[str, Any]:
         return {"rl_module": self.module.get_state(),
                 "connector": self.connector.get_state() if self.connector else {},
-                "weights_seq_no": self.weights_seq_no, **self.metrics.get_state()}
+                "weights_seq_no": self.weights_seq_no, "metrics": self.metrics.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load any subset of ``get_state()``'s keys."""
@@ -137,7 +229,8 @@ class EnvRunner:
         if state.get("connector") and self.connector:
             self.connector.set_state(state["connector"])
         self.weights_seq_no = int(state.get("weights_seq_no", self.weights_seq_no))
-        self.metrics.set_state(state)
+        if "metrics" in state:
+            self.metrics.set_state(state["metrics"])
 
     def apply(self, fn: Callable[["EnvRunner"], Any]) -> Any:
         """``fn(self)``: how EnvRunnerGroup.foreach_env_runner reaches remote runners."""
@@ -153,7 +246,8 @@ class SingleAgentEnvRunner(EnvRunner):
 
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         super().__init__(config, worker_index)
-        self.env = EnvVector(lambda: self._make_env(dict(config.env_config)), self.num_envs)
+        self.env = EnvVector(lambda i: self._make_env(self._env_context(i)), self.num_envs)
+        self._environment_created(self.env)
         self.connector = make_connector(config, self.env.envs[0])
         self._raw_space = self.env.single_observation_space
         self._obs_proto = observation_prototype(
@@ -166,8 +260,8 @@ class SingleAgentEnvRunner(EnvRunner):
         self._state = {k: torch.stack([torch.as_tensor(v)] * self.num_envs)
                        for k, v in self._initial_state.items()}
         self.env.action_space.seed(self.seed)  # For random_actions.
-        self._obs = self._module_obs(self.env.reset(seed=self.seed))
         self._episodes = [Episode(i) for i in range(self.num_envs)]
+        self._reset_all(seed=self.seed)
 
     def _collect(self, num_steps: int, explore: bool,
                  random_actions: bool) -> tuple[list[Fragment], list[str]]:
@@ -176,6 +270,8 @@ class SingleAgentEnvRunner(EnvRunner):
         write_row(obs, 0, self._obs)
         rewards = np.empty((T, N), np.float32)
         terminateds, truncateds = np.empty((T, N), bool), np.empty((T, N), bool)
+        infos = np.empty((T + 1, N), object)  # infos[t]: those that came with obs[t].
+        infos[0] = self._infos
         buf: dict[str, Any] = {Columns.OBS: obs, Columns.REWARDS: rewards,
                                Columns.TERMINATEDS: terminateds, Columns.TRUNCATEDS: truncateds}
         if self._state and not random_actions:
@@ -200,23 +296,60 @@ class SingleAgentEnvRunner(EnvRunner):
             for key, value in step_cols.items():
                 write_row(module_cols[key], t, value)
             next_obs, final_obs, errors = step_envs(to_env(step_cols[Columns.ACTIONS]),
-                                                    rewards[t], terminateds[t], truncateds[t])
+                                                    rewards[t], terminateds[t], truncateds[t],
+                                                    infos[t + 1])
             write_row(obs, t + 1, self._to_module(next_obs))
             if final_obs or errors:
                 self._end_episodes(t, final_obs, errors, buf, pieces, ended)
-        self.metrics.count("num_env_steps_sampled", T * N)
+            if self._recording:
+                self._record_step(t, step_cols, next_obs, final_obs, errors, buf, infos[t + 1])
+            for i, info in self.env.reset_infos.items():  # The next obs is a reset's.
+                infos[t + 1, i] = info
+        log_steps(self._call_metrics, T * N, {DEFAULT_AGENT_ID: T * N}, {DEFAULT_MODULE_ID: T * N})
         if explore:
             self._sampler.add_logp(module_cols, (T, N))
         buf.update(module_cols)
         self._obs = map_tree(lambda v: v[T].copy(), obs)
+        self._infos = infos[T].copy()
         for episode in self._episodes:
             if episode.start < T:  # The episode goes on in the next call.
                 last_obs = map_tree(lambda v: v[T, episode.env_index], obs)
                 pieces.append(self._end_piece(episode, T, rewards, last_obs))
             episode.start = 0
+        clip_rewards(rewards, self.config.clip_rewards)  # Returns were summed unclipped.
         for fragment, rows in pieces:  # Every column is filled now.
             fragment.columns = map_tree(lambda v: v[rows], buf)
+            fragment.columns[Columns.INFOS] = infos[rows].tolist()
         return [fragment for fragment, _ in pieces], ended
+
+    def _record_step(self, t: int, step_cols: dict[str, Any], next_obs: list[Any],
+                     final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
+                     buf: dict[str, Any], step_infos: np.ndarray) -> None:
+        """Step ``t`` into the episode objects, with their callbacks (only when recording)."""
+        failed = {i for i, _ in errors}
+        for i, episode in enumerate(self._user_episodes):
+            if i in failed:  # Its episode was dropped.
+                self._new_user_episode(i, next_obs[i])
+                continue
+            row = {k: map_tree(lambda v: v[i], col) for k, col in step_cols.items()}
+            episode.add_env_step(final_obs.get(i, next_obs[i]), row.pop(Columns.ACTIONS),
+                                 buf[Columns.REWARDS][t, i], step_infos[i],
+                                 terminated=buf[Columns.TERMINATEDS][t, i],
+                                 truncated=buf[Columns.TRUNCATEDS][t, i],
+                                 extra_model_outputs=row)
+            self._episode_hook("on_episode_step", i, self.env)
+            if episode.is_done:
+                self._episode_hook("on_episode_end", i, self.env)
+                self._done_episodes.append(episode)
+                self._new_user_episode(i, next_obs[i])
+
+    def _new_user_episode(self, i: int, raw_obs: Any) -> None:
+        """The episode object of env ``i``'s new episode, from its reset observation."""
+        self._user_episodes[i] = SingleAgentEpisode(self._episodes[i].id_,
+                                                    module_id=DEFAULT_MODULE_ID)
+        self._episode_hook("on_episode_created", i, self.env)
+        self._user_episodes[i].add_env_reset(raw_obs, self.env.reset_infos.get(i))
+        self._episode_hook("on_episode_start", i, self.env)
 
     def _end_episodes(self, t: int, final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
                       buf: dict[str, Any], pieces: list[tuple[Fragment, tuple]],
@@ -232,7 +365,8 @@ class SingleAgentEnvRunner(EnvRunner):
                                           bool(buf[Columns.TERMINATEDS][t, i]),
                                           bool(buf[Columns.TRUNCATEDS][t, i])))
             ended.append(episode.id_)
-            self.metrics.add_episode(episode.get_return(), len(episode))
+            self._log_episode(episode, {DEFAULT_AGENT_ID: episode.get_return()},
+                              {DEFAULT_MODULE_ID: episode.get_return()})
             self._start_episode(i, start=t + 1)
 
     @staticmethod
@@ -285,10 +419,21 @@ class SingleAgentEnvRunner(EnvRunner):
         for key, value in self._state.items():
             value[i] = torch.as_tensor(self._initial_state[key])
 
-    def _start_new_episodes(self) -> None:
-        self._obs = self._module_obs(self.env.reset())
+    def _reset_all(self, seed: int | None = None) -> None:
+        """Every env on a new episode (and its episode object, when recording)."""
+        raw_obs = self.env.reset(seed=seed)
+        self._obs = self._module_obs(raw_obs)
+        self._infos = np.empty(self.num_envs, object)
+        self._infos[:] = [self.env.reset_infos[i] for i in range(self.num_envs)]
+        if self._recording:
+            self._user_episodes = [None] * self.num_envs
         for i in range(self.num_envs):
             self._start_episode(i)
+            if self._recording:
+                self._new_user_episode(i, raw_obs[i])
+
+    def _start_new_episodes(self) -> None:
+        self._reset_all()
 
     def stop(self) -> None:
         self.env.close()

@@ -15,7 +15,8 @@ from runners.config import EnvRunnerConfig
 from runners.env_registry import is_multi_agent
 from runners.env_runner import EnvRunner, SingleAgentEnvRunner
 from runners.fragment import Fragment
-from runners.metrics import RunnerMetrics
+from runners.metrics import with_defaults
+from runners.metrics_logger import MetricsLogger
 from runners.multi_agent_env_runner import MultiAgentEnvRunner
 from runners.weights import weights_digest
 
@@ -38,7 +39,7 @@ class EnvRunnerGroup(ABC):
         self.runner_class = MultiAgentEnvRunner if is_multi_agent(config.env, config.env_config) \
             else SingleAgentEnvRunner
         self._weights_seq_no = 0
-        self._metrics = RunnerMetrics()  # All runners' reports: survives their restarts.
+        self._metrics = MetricsLogger()  # All runners' reports: survives their restarts.
 
     # ---- what each implementation provides -----------------------------------------------------
 
@@ -74,12 +75,20 @@ class EnvRunnerGroup(ABC):
     # ---- shared -----------------------------------------------------------------------------
 
     def sample(self, num_timesteps: int | None = None, num_episodes: int | None = None,
-               explore: bool = True) -> list[Fragment]:
+               explore: bool | None = None) -> list[Fragment]:
         """At least ``num_timesteps`` env steps over all runners (default: one
-        rollout_fragment_length of every env), or exactly ``num_episodes`` whole episodes."""
+        rollout_fragment_length of every env), or exactly ``num_episodes`` whole episodes;
+        ``explore`` defaults to ``config.explore`` (the other value is not counted in the
+        metrics)."""
         if num_timesteps is not None and num_episodes is not None:
             raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
-        return self._sample(num_timesteps, num_episodes, explore)
+        return self._sample(num_timesteps, num_episodes,
+                            self.config.explore if explore is None else explore)
+
+    def restarted_env_runner_indices(self) -> list[int]:
+        """Worker indices of the runners recreated since the last call (for the
+        algorithm's ``on_env_runners_recreated``); the local runner is never recreated."""
+        return []
 
     def sync_weights(self, weights: dict[str, dict[str, Any]],
                      weights_seq_no: int | None = None) -> None:
@@ -90,16 +99,17 @@ class EnvRunnerGroup(ABC):
         self._load_weights(weights, self._weights_seq_no, weights_digest(weights))
 
     def get_metrics(self) -> dict[str, Any]:
-        """Episode statistics over the last 100 episodes of all runners, step, episode and
-        env-error counts since the last call and over the lifetime (these survive runner
-        restarts and checkpoint restores), restarts, how many runners are up, the weights
-        version each holds (``weights_seq_nos``, in runner order) and the Ray node ids they
-        run on (``env_runner_node_ids``, sorted; empty for the local runner)."""
+        """All runners' metrics reduced together (what ``result["env_runners"]`` is): episode
+        stats over the last ``metrics_num_episodes_for_smoothing`` episodes of all runners,
+        counts since the last call and over the lifetime (per env, agent and module), and
+        whatever callbacks logged, reduced as they asked; lifetime counts and episode
+        windows survive runner restarts and checkpoint restores. Also restarts, how many
+        runners are up, the weights version each holds (``weights_seq_nos``, in runner
+        order) and the Ray node ids they run on (``env_runner_node_ids``, sorted; empty for
+        the local runner)."""
         reports = self.foreach_env_runner(_report)
-        for report in reports:
-            self._metrics.merge(report["metrics"])
-        out = self._metrics.reduce()
-        del out["episode_returns"], out["episode_lengths"]  # Per episode: too long to report.
+        self._metrics.aggregate([report["metrics"] for report in reports])
+        out = with_defaults(self._metrics.reduce())
         out["num_env_runner_restarts"] = self.num_env_runner_restarts
         out["num_healthy_env_runners"] = len(reports)
         out["weights_seq_nos"] = [report["weights_seq_no"] for report in reports]
@@ -113,14 +123,15 @@ class EnvRunnerGroup(ABC):
             lambda runner: runner.connector.get_state() if runner.connector else {})[0]
         return {"connector": first, "weights_seq_no": self._weights_seq_no,
                 "num_env_runner_restarts": self.num_env_runner_restarts,
-                **self._metrics.get_state()}
+                "metrics": self._metrics.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load any subset of ``get_state()``'s keys."""
         self._weights_seq_no = int(state.get("weights_seq_no", self._weights_seq_no))
         self.num_env_runner_restarts = int(state.get("num_env_runner_restarts",
                                                      self.num_env_runner_restarts))
-        self._metrics.set_state(state)
+        if "metrics" in state:
+            self._metrics.set_state(state["metrics"])
         connector_state = state.get("connector")
         if connector_state:
             self.foreach_env_runner(lambda runner: runner.set_state(
@@ -171,5 +182,6 @@ def _report(runner: EnvRunner) -> dict[str, Any]:
         import ray
 
         node_id = ray.get_runtime_context().get_node_id()
-    return {"metrics": runner.get_metrics(), "weights_seq_no": runner.weights_seq_no,
+    return {"metrics": runner.metrics.reduce(as_stats=True),
+            "weights_seq_no": runner.weights_seq_no,
             "node_id": node_id}

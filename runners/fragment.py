@@ -4,12 +4,14 @@ it a sample() call cut as ``Fragment``s for learners."""
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
 import numpy as np
 
+from rlmodules import Columns
 from rlmodules.tree import map_tree
 
 
@@ -20,7 +22,9 @@ class Fragment:
     ``columns`` holds at least ``obs`` [T, ...], ``actions`` [T, ...], ``rewards`` [T],
     ``terminateds`` [T] and ``truncateds`` [T] (only the last entry may be True), plus
     ``action_logp`` [T] and ``action_dist_inputs`` [T, D] when the module produced them and
-    any extra tensor the module returned (e.g. ``vf_preds``). Stateful modules add
+    any extra tensor the module returned (e.g. ``vf_preds``), and ``infos``: a list of the
+    env's info dicts, ``infos[t]`` the one that came with ``obs[t]`` (learners skip it; the
+    reset's is ``{}``). Stateful modules add
     ``state_in``: a dict of [T, ...] arrays, the recurrent state before each step.
     Observations and actions of Dict/Tuple spaces are nested as the space: dicts/tuples of
     [T, ...] arrays in ``columns`` (and of single observations in ``last_obs``).
@@ -57,6 +61,7 @@ class Episode:
     start: int = 0  # Buffer row where the episode's piece in the current sample() call begins.
     episode_return: float = 0.0
     length: int = 0
+    started_at: float = field(default_factory=time.perf_counter)  # For its duration.
 
     def __len__(self) -> int:
         return self.length
@@ -77,5 +82,10 @@ class Episode:
 
 def concat_fragments(pieces: list[Fragment]) -> Fragment:
     """Consecutive pieces of one agent's trajectory as one fragment (ends as the last piece)."""
-    columns = map_tree(lambda *parts: np.concatenate(parts), *(p.columns for p in pieces))
+    infos = [info for p in pieces for info in p.columns.get(Columns.INFOS, ())]
+    columns = map_tree(lambda *parts: np.concatenate(parts),
+                       *({k: v for k, v in p.columns.items() if k != Columns.INFOS}
+                         for p in pieces))
+    if Columns.INFOS in pieces[0].columns:
+        columns[Columns.INFOS] = infos
     return dataclasses.replace(pieces[-1], columns=columns)

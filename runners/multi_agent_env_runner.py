@@ -14,8 +14,10 @@ from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
 from runners.connectors import batch_observations, make_connector, observed_space
 from runners.env_registry import check_observation, check_step_result, rebuild_env, reset_env
-from runners.env_runner import EnvRunner, observation_prototype, stateful_output
+from runners.env_runner import EnvRunner, clip_rewards, observation_prototype, stateful_output
+from runners.episodes import MultiAgentEpisode
 from runners.fragment import Episode, Fragment
+from runners.metrics import log_steps
 from runners.multi_agent_env import MultiAgentEnv
 
 _INITIAL_ROWS = 64  # A track's buffers start this long and double when full.
@@ -30,8 +32,9 @@ class _Track:
         self.explore = explore
         self.buf: dict[str, Any] | None = None  # Allocated at the first row.
         self.rows = 0
+        self.infos: list[dict] = []  # Those that came with each row's obs.
 
-    def add_row(self, batch: dict[str, Any], j: int) -> None:
+    def add_row(self, batch: dict[str, Any], j: int, infos: dict) -> None:
         """Append row ``j`` of the batched ``batch`` columns."""
         if self.buf is None:
             self.buf = map_tree(lambda v: np.empty((_INITIAL_ROWS, *v.shape[1:]), v.dtype), batch)
@@ -46,12 +49,18 @@ class _Track:
             buf[self.rows] = column[j]
 
         map_tree(write, batch, self.buf)
+        self.infos.append(infos)
         self.rows += 1
 
     def fragment(self, episode: Episode, agent_id: Hashable, num_rows: int, last_obs: Any,
-                 terminated: bool = False, truncated: bool = False) -> Fragment:
-        """The first ``num_rows`` rows as ``agent_id``'s fragment of ``episode``."""
+                 clip: bool | float | None, terminated: bool = False,
+                 truncated: bool = False) -> Fragment:
+        """The first ``num_rows`` rows as ``agent_id``'s fragment of ``episode`` (rewards
+        clipped as ``clip_rewards`` says)."""
         columns = map_tree(lambda v: v[:num_rows], self.buf)
+        if clip:
+            columns[Columns.REWARDS] = clip_rewards(columns[Columns.REWARDS].copy(), clip)
+        columns[Columns.INFOS] = self.infos[:num_rows]
         if self.explore:
             self.sampler.add_logp(columns, (num_rows,))
         last = np.arange(num_rows) == num_rows - 1
@@ -61,12 +70,14 @@ class _Track:
 
 
 @dataclass(eq=False)
-class MultiAgentEpisode(Episode):
+class OpenEpisode(Episode):
     """An open episode of a MultiAgentEnv: per agent, its module, open track and state. Its
     return sums all agents' rewards; its length counts env steps."""
 
     obs: dict = field(default_factory=dict)  # Module-side obs of the agents that act next.
     last_obs: dict = field(default_factory=dict)  # Latest module-side obs of every agent.
+    infos: dict = field(default_factory=dict)  # agent id -> infos that came with last_obs.
+    agent_returns: dict = field(default_factory=dict)  # agent id -> its rewards summed.
     agent_to_module: dict = field(default_factory=dict)  # Module ids, mapped at first action.
     tracks: dict = field(default_factory=dict)  # agent id -> _Track.
     states: dict = field(default_factory=dict)  # agent id -> {key: tensor} (stateful modules).
@@ -82,7 +93,7 @@ class MultiAgentEnvRunner(EnvRunner):
 
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         super().__init__(config, worker_index)
-        self.env: list[MultiAgentEnv] = [self._new_env() for _ in range(self.num_envs)]
+        self.env: list[MultiAgentEnv] = [self._new_env(e) for e in range(self.num_envs)]
         self.connector = make_connector(config, self.env[0])
         self._connectors = {aid: self.connector and self.connector.for_agent(aid)
                             for aid in self.env[0].possible_agents}
@@ -95,18 +106,22 @@ class MultiAgentEnvRunner(EnvRunner):
         self._samplers = {mid: ActionSampler(m, mid, m.action_space)
                           for mid, m in self.module.items()}
         self._initial_states = {mid: m.get_initial_state() for mid, m in self.module.items()}
+        self._agent_steps: dict[Hashable, int] = {}  # In the current sample() call.
+        self._module_steps: dict[str, int] = {}
+        self._user_episodes = [None] * self.num_envs if self._recording else []
         self._episodes = [self._new_episode(e, None if self.seed is None else self.seed + e)
                           for e in range(self.num_envs)]
         for i, sampler in enumerate(self._samplers.values()):  # For random_actions.
             sampler.action_space.seed(None if self.seed is None else self.seed + i)
         self._mode = (True, False)  # (explore, random_actions) of the last sample() call.
 
-    def _new_env(self) -> MultiAgentEnv:
-        env = self._make_env(dict(self.config.env_config))
+    def _new_env(self, e: int) -> MultiAgentEnv:
+        env = self._make_env(self._env_context(e))
         if not isinstance(env, MultiAgentEnv):
             raise TypeError(f"MultiAgentEnvRunner needs a runners.MultiAgentEnv, but the env "
                             f"creator returned a {type(env).__name__}; use "
                             "SingleAgentEnvRunner for gymnasium envs.")
+        self._environment_created(env)  # Once per env: each is its own MultiAgentEnv.
         return env
 
     # ---- the step loop ----------------------------------------------------------------------
@@ -119,11 +134,13 @@ class MultiAgentEnvRunner(EnvRunner):
             for episode in self._episodes:
                 episode.tracks.clear()
             self._mode = (explore, random_actions)
+        self._agent_steps, self._module_steps = {}, {}
         for _ in range(num_steps):
             actions = self._act(explore, random_actions)
             for e, env_actions in enumerate(actions):
                 self._step(e, env_actions, fragments, ended)
-        self.metrics.count("num_env_steps_sampled", num_steps * self.num_envs)
+        log_steps(self._call_metrics, num_steps * self.num_envs, self._agent_steps,
+                  self._module_steps)
         for episode in self._episodes:
             self._cut(episode, fragments)
         return fragments, ended
@@ -131,7 +148,7 @@ class MultiAgentEnvRunner(EnvRunner):
     def _act(self, explore: bool, random_actions: bool) -> list[dict]:
         """Every acting agent's action (one dict per env), one forward pass per module; each
         agent's row goes to its track."""
-        groups: dict[str, list[tuple[MultiAgentEpisode, Hashable]]] = {}
+        groups: dict[str, list[tuple[OpenEpisode, Hashable]]] = {}
         for episode in self._episodes:
             for agent_id in episode.obs:
                 groups.setdefault(self._module_of(episode, agent_id), []).append(
@@ -156,14 +173,22 @@ class MultiAgentEnvRunner(EnvRunner):
                 cols[Columns.OBS] = map_tree(lambda v: v[:, 0], cols[Columns.OBS])
                 next_states = stateful_output(outputs[mid], sampler.module)
             env_actions = sampler.to_env(cols[Columns.ACTIONS])
+            self._module_steps[mid] = self._module_steps.get(mid, 0) + len(members)
             for j, (episode, agent_id) in enumerate(members):
                 if next_states is not None:
                     episode.states[agent_id] = {k: v[j] for k, v in next_states.items()}
-                episode.tracks.setdefault(agent_id, _Track(sampler, explore)).add_row(cols, j)
+                episode.tracks.setdefault(agent_id, _Track(sampler, explore)).add_row(
+                    cols, j, episode.infos.get(agent_id, {}))
                 actions[episode.env_index][agent_id] = env_actions[j]
+                self._agent_steps[agent_id] = self._agent_steps.get(agent_id, 0) + 1
+                if self._recording:
+                    row = {k: map_tree(lambda v: v[j], c) for k, c in cols.items()
+                           if k not in (Columns.OBS, Columns.STATE_IN)}
+                    self._user_episodes[episode.env_index].add_agent_action(
+                        agent_id, row.pop(Columns.ACTIONS), row)
         return actions
 
-    def _batch(self, module_id: str, members: list[tuple[MultiAgentEpisode, Hashable]],
+    def _batch(self, module_id: str, members: list[tuple[OpenEpisode, Hashable]],
                random_actions: bool) -> dict[str, Any]:
         """The forward-pass input of one module: its acting agents' obs (and states)."""
         obs = map_tree(lambda *o: torch.from_numpy(np.stack(o)),
@@ -180,7 +205,7 @@ class MultiAgentEnvRunner(EnvRunner):
             result = self.env[e].step(actions)
         except Exception as err:
             self._drop_failed_episode(e, err)
-            self.env[e] = rebuild_env(self.env[e], self._new_env)
+            self.env[e] = rebuild_env(self.env[e], lambda: self._new_env(e))
             self._episodes[e] = self._new_episode(e)
             return
         if self._unchecked:
@@ -188,9 +213,10 @@ class MultiAgentEnvRunner(EnvRunner):
             check_step_result(self.env[e], result, name)
             check_observation(self.env[e], result[0], name)
             self._unchecked = False
-        obs, rewards, terminateds, truncateds, _ = result
+        obs, rewards, terminateds, truncateds, infos = result
         episode.add_steps(1, sum(rewards.values()))
         for agent_id, reward in rewards.items():
+            episode.agent_returns[agent_id] = episode.agent_returns.get(agent_id, 0.0) + reward
             track = episode.tracks.get(agent_id)
             if track is not None:
                 track.buf[Columns.REWARDS][track.rows - 1] += reward
@@ -199,6 +225,7 @@ class MultiAgentEnvRunner(EnvRunner):
         episode.obs = {}
         for agent_id, raw in obs.items():
             episode.last_obs[agent_id] = self._to_module(self.env[e], agent_id, raw)
+            episode.infos[agent_id] = infos.get(agent_id, {})
             if not (terminateds.get(agent_id) or truncateds.get(agent_id) or episode_done):
                 episode.obs[agent_id] = episode.last_obs[agent_id]
         for agent_id in list(episode.tracks):
@@ -207,13 +234,25 @@ class MultiAgentEnvRunner(EnvRunner):
             if term or trunc:
                 track = episode.tracks.pop(agent_id)
                 fragments.append(track.fragment(episode, agent_id, track.rows,
-                                                episode.last_obs[agent_id], term, trunc))
+                                                episode.last_obs[agent_id],
+                                                self.config.clip_rewards, term, trunc))
+        if self._recording:
+            self._user_episodes[e].add_env_step(obs, rewards, infos, terminateds, truncateds)
+            self._episode_hook("on_episode_step", e, self.env[e])
+            if episode_done:
+                self._episode_hook("on_episode_end", e, self.env[e])
+                self._done_episodes.append(self._user_episodes[e])
         if episode_done:
             ended.append(episode.id_)
-            self.metrics.add_episode(episode.get_return(), len(episode))
+            module_returns: dict[str, float] = {}
+            for agent_id, agent_return in episode.agent_returns.items():
+                module_id = episode.agent_to_module.get(agent_id)
+                if module_id is not None:
+                    module_returns[module_id] = module_returns.get(module_id, 0.0) + agent_return
+            self._log_episode(episode, episode.agent_returns, module_returns)
             self._episodes[e] = self._new_episode(e)
 
-    def _cut(self, episode: MultiAgentEpisode, fragments: list[Fragment]) -> None:
+    def _cut(self, episode: OpenEpisode, fragments: list[Fragment]) -> None:
         """End of a sample() call: every open track up to its last row with a known next
         observation; a row still waiting for one moves into a fresh track for the next call."""
         for agent_id, track in list(episode.tracks.items()):
@@ -221,15 +260,17 @@ class MultiAgentEnvRunner(EnvRunner):
             if track.rows > carry:
                 last_obs = map_tree(lambda v: v[track.rows - 1], track.buf[Columns.OBS]) \
                     if carry else episode.last_obs[agent_id]
-                fragments.append(track.fragment(episode, agent_id, track.rows - carry, last_obs))
+                fragments.append(track.fragment(episode, agent_id, track.rows - carry, last_obs,
+                                                self.config.clip_rewards))
             del episode.tracks[agent_id]
             if carry:
                 fresh = episode.tracks[agent_id] = _Track(track.sampler, track.explore)
-                fresh.add_row(map_tree(lambda v: v[track.rows - 1:track.rows], track.buf), 0)
+                fresh.add_row(map_tree(lambda v: v[track.rows - 1:track.rows], track.buf), 0,
+                              track.infos[-1])
 
     # ---- episodes, envs, observations -------------------------------------------------------
 
-    def _module_of(self, episode: MultiAgentEpisode, agent_id: Hashable) -> str:
+    def _module_of(self, episode: OpenEpisode, agent_id: Hashable) -> str:
         module_id = episode.agent_to_module.get(agent_id)
         if module_id is None:
             module_id = self.config.policy_mapping_fn(agent_id, episode)
@@ -252,16 +293,24 @@ class MultiAgentEnvRunner(EnvRunner):
             raw = map_tree(lambda v: v[0], connector(batch_observations(space, [raw]), space))
         return map_tree(lambda p, v: np.asarray(v, p.dtype), self._obs_protos[agent_id], raw)
 
-    def _new_episode(self, e: int, seed: int | None = None) -> MultiAgentEpisode:
-        """Reset env ``e``: its new episode (the old one's open tracks are dropped)."""
+    def _new_episode(self, e: int, seed: int | None = None) -> OpenEpisode:
+        """Reset env ``e``: its new episode (the old one's open tracks are dropped), and its
+        episode object when recording."""
         env = self.env[e]
         name = f"EnvRunner {self.worker_index}: env {e}"
-        raw_obs = reset_env(env, name, seed)
+        raw_obs, reset_infos = reset_env(env, name, seed)
         if self._unchecked:
             check_observation(env, raw_obs, f"{name}, reset()")
-        episode = MultiAgentEpisode(e)
+        episode = OpenEpisode(e)
         episode.last_obs = {aid: self._to_module(env, aid, raw) for aid, raw in raw_obs.items()}
         episode.obs = dict(episode.last_obs)
+        if self._recording:
+            user = self._user_episodes[e] = MultiAgentEpisode(
+                episode.id_, agent_to_module_mapping_fn=self.config.policy_mapping_fn)
+            user._agent_to_module = episode.agent_to_module  # One mapping for both.
+            self._episode_hook("on_episode_created", e, env)
+            user.add_env_reset(raw_obs, reset_infos)
+            self._episode_hook("on_episode_start", e, env)
         return episode
 
     def _start_new_episodes(self) -> None:

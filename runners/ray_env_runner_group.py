@@ -39,6 +39,7 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
     def __init__(self, config: EnvRunnerConfig) -> None:
         super().__init__(config)
         self.num_env_runner_restarts = 0
+        self._restarted: list[int] = []  # Since the last restarted_env_runner_indices().
         self._request_s = 0.0  # How long the last sample() request took (0: none yet).
         if not ray.is_initialized():
             ray.init()
@@ -182,6 +183,11 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
         logger.warning("EnvRunner %d failed and is restarted: %s", index, err)
         self.pool.restart(index)
         self.num_env_runner_restarts += 1
+        self._restarted.append(index)
+
+    def restarted_env_runner_indices(self) -> list[int]:
+        indices, self._restarted = self._restarted, []
+        return indices
 
     def _wait_for_restarts(self) -> None:
         """Waits for restarted runners until ``env_runner_start_timeout_s`` after their

@@ -6,19 +6,24 @@
     python scripts/train.py --address auto --num-env-runners 8       # a running Ray cluster
     python scripts/train.py --checkpoint-every 10  # a checkpoint every 10 iterations
     python scripts/train.py --restore runs/<time>  # continue a killed or finished run
+    python scripts/train.py --eval-interval 5      # greedy evaluation every 5 iterations
 
 Every run has a run directory (--run-dir, default ./runs/<time>/) holding its flags
 (args.json), every iteration's results (results.jsonl, TensorBoard files if installed) and its
 checkpoint (checkpoint/, unless --checkpoint-dir says otherwise). --restore continues a run
 with its saved flags (flags given again override them) and keeps logging into its directory.
 Local mode (no runners, no learners, no --address) never imports Ray. The run stops at the
-first of --stop-reward / --stop-timesteps / --stop-iters.
+first of --stop-reward / --stop-timesteps / --stop-iters. With --eval-interval N, every N-th
+iteration evaluates greedily for --eval-duration episodes (an evaluation runner in this
+process) and --stop-reward applies to that evaluation's mean return instead of the training
+return (which explores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Ray cluster to join: 'auto', host:port, or ray://host:10001 "
                              "(Ray Client; needs pip install 'ray[client]')")
     parser.add_argument("--stop-reward", type=float, default=450.0,
-                        help="stop once the mean return over the last 100 episodes reaches this")
+                        help="stop once the mean return over the last 100 episodes (with "
+                             "--eval-interval: of an evaluation) reaches this")
     parser.add_argument("--stop-timesteps", type=int, default=None)
     parser.add_argument("--stop-iters", type=int, default=None)
     parser.add_argument("--run-dir", default=None,
@@ -53,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also checkpoint every N iterations (0: only at the end)")
     parser.add_argument("--restore", default=None, metavar="DIR",
                         help="run directory or algorithm checkpoint to continue from")
+    parser.add_argument("--eval-interval", type=int, default=None, metavar="N",
+                        help="evaluate greedily every N iterations; stop on its return")
+    parser.add_argument("--eval-duration", type=int, default=10, metavar="EPISODES",
+                        help="episodes per evaluation")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.restore is not None:  # The run's saved flags become the defaults; argv still wins.
@@ -63,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("num_env_runners", "num_learners", "checkpoint_every"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    for flag in ("stop_timesteps", "stop_iters"):
+    for flag in ("stop_timesteps", "stop_iters", "eval_interval", "eval_duration"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else None
@@ -104,7 +114,11 @@ def make_run_dir(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def stop_reached(args: argparse.Namespace, result: dict) -> bool:
-    return (result["env_runners"]["episode_return_mean"] >= args.stop_reward
+    """--stop-reward on the evaluation's return where --eval-interval is set (in iterations
+    that evaluated), else on the training return; or a step or iteration limit."""
+    returns = result.get("evaluation", {}) if args.eval_interval else result
+    return (returns.get("env_runners", {}).get("episode_return_mean", -math.inf)
+            >= args.stop_reward
             or (args.stop_timesteps is not None
                 and result["num_env_steps_sampled_lifetime"] >= args.stop_timesteps)
             or (args.stop_iters is not None and result["training_iteration"] >= args.stop_iters))
@@ -140,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
               .env_runners(num_env_runners=args.num_env_runners, num_cpus_per_env_runner=cpus)
               .learners(num_learners=args.num_learners, num_cpus_per_learner=cpus)
               .debugging(seed=args.seed))
+    if args.eval_interval:
+        config.evaluation(evaluation_interval=args.eval_interval,
+                          evaluation_duration=args.eval_duration)
 
     # 2. Build: env runners, learners, first weight sync (then, if asked, load a checkpoint).
     try:

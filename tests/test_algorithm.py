@@ -6,6 +6,7 @@ import sys
 import numpy as np
 
 from algorithms.ppo import PPOConfig
+from learners import ALL_MODULES
 from algorithms.vpg import VPGConfig
 from runners.envs import MultiAgentCartPole
 from test_algorithm_support import assert_states_equal
@@ -40,10 +41,14 @@ def test_ppo_learns_cartpole_and_reports_results():
             100.0, 3 * first["env_runners"]["episode_return_mean"])
         assert last["training_iteration"] == 10
         assert last["num_env_steps_sampled_lifetime"] == 20_000
-        assert set(last["timers"]) == {"sample_s", "learn_s", "sync_s", "iteration_s"}
+        assert set(last["timers"]) == {"training_iteration", "training_step",
+                                       "env_runner_sampling_timer", "learner_update_timer",
+                                       "synch_weights"}
+        assert last["num_env_steps_trained_lifetime"] == 20_000
         losses = last["learners"]["default_policy"]
-        assert {"total_loss", "policy_loss", "vf_loss", "entropy", "grad_norm"} <= set(losses)
-        assert last["learners"]["__all__"]["num_env_steps_trained"] == 2000
+        assert {"total_loss", "policy_loss", "vf_loss", "entropy",
+                "gradients_default_optimizer_global_norm"} <= set(losses)
+        assert last["learners"][ALL_MODULES]["num_env_steps_trained"] == 2000
         # After the sync the runner acts with exactly the learner's weights.
         assert_states_equal(algo.env_runner_group.local_env_runner.module.get_state(),
                             algo.learner_group.get_weights(inference_only=True))
@@ -88,7 +93,7 @@ def test_vpg_learns_cartpole_from_whole_episodes():
                                   25_000, factor=2.5)
     # Whole episodes only: the steps of episodes still running when the batch was full
     # were sampled but not trained on.
-    assert last["learners"]["__all__"]["num_env_steps_trained"] < last["env_runners"][
+    assert last["learners"][ALL_MODULES]["num_env_steps_trained"] < last["env_runners"][
         "num_env_steps_sampled"]
 
 
@@ -102,7 +107,7 @@ def test_multi_agent_ppo_trains_two_policies_independently():
     algo = config.build_algo()
     try:
         optimizers = algo.learner_group.get_state(components="optimizer")["learner"]["optimizer"]
-        assert sorted(optimizers) == ["p0", "p1"]  # One optimizer per module.
+        assert sorted(optimizers) == ["p0_default_optimizer", "p1_default_optimizer"]
         first, last = train_until(algo, 16_000)
         assert {"p0", "p1"} <= set(last["learners"])
         assert last["learners"]["p0"]["num_module_steps_trained"] > 0

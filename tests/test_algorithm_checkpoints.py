@@ -96,7 +96,8 @@ def test_get_state_by_component_path(trained):
     assert list(state) == ["learner_group"]
     assert list(state["learner_group"]["learner"]) == ["rl_module"]
     assert list(state["learner_group"]["learner"]["rl_module"]) == ["default_policy"]
-    assert set(algo.get_state()) == {"learner_group", "env_runner", "counters"}
+    assert set(algo.get_state()) == {"learner_group", "env_runner", "counters",
+                                     "metrics_logger"}
 
 
 @pytest.mark.parametrize("component, error, message", [

@@ -6,6 +6,7 @@ import pytest
 
 from algorithms import Algorithm
 from algorithms.ppo import PPOConfig
+from rlmodules import ALL_MODULES
 from test_algorithm_support import assert_states_equal
 
 
@@ -65,7 +66,7 @@ def test_two_learners_and_two_runners(ray_session, tmp_path):
             assert_states_equal(learner_weights[0], learner_weights[1])
             assert_every_runner_has_the_learner_weights(algo)
         # Each of the 2 learners trained on its share of the 2 x 500 sampled steps.
-        assert result["learners"]["__all__"]["num_env_steps_trained"] >= 1000
+        assert result["learners"][ALL_MODULES]["num_env_steps_trained"] >= 1000
         # No local learner or runner: get_module is a local copy with the learner's weights.
         module = algo.get_module()
         assert_states_equal({"default_policy": module.get_state()},

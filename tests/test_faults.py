@@ -4,6 +4,7 @@ must go on with its episode statistics."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -137,8 +138,11 @@ def test_env_errors_drop_episodes_are_counted_and_survive_runner_restarts(ray):
 def test_a_runner_without_room_to_restart_shrinks_the_group_until_it_fits(ray):
     config = EnvRunnerConfig(env="CartPole-v1", num_env_runners=2, num_cpus_per_env_runner=1,
                              rl_module_spec=RLModuleSpec(module_class=DefaultPPOTorchRLModule),
-                             rollout_fragment_length=50, env_runner_start_timeout_s=5)
+                             rollout_fragment_length=50)
+    wait_for_free_cpus(ray, 2)  # Actors the previous tests stopped may still be releasing theirs.
     group = EnvRunnerGroup(config)  # The session's 2 CPUs, one per runner.
+    # Starting may take long on a loaded machine; the restart below should wait only 5 s.
+    group.config = dataclasses.replace(config, env_runner_start_timeout_s=5)
     blocker = None
     try:
         os.kill(runner_pids(group)[0][1], signal.SIGKILL)
@@ -162,6 +166,13 @@ def test_a_runner_without_room_to_restart_shrinks_the_group_until_it_fits(ray):
         group.stop()
         if blocker is not None:
             ray.kill(blocker)
+
+
+def wait_for_free_cpus(ray, num_cpus, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < num_cpus:
+        assert time.monotonic() < deadline, f"Ray never had {num_cpus} free CPUs"
+        time.sleep(0.2)
 
 
 def assert_train_names_the_dead_learner(algo, num_learners, timeout_s=120):

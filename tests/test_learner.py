@@ -32,9 +32,13 @@ def test_update_lowers_loss_and_reports_metrics_per_module():
     metrics = last["default_policy"]
     assert metrics["bc_loss"] < 0.6 * first["default_policy"]["bc_loss"]
     assert metrics["total_loss"] == pytest.approx(metrics["bc_loss"])
-    assert metrics["grad_norm"] > 0 and metrics["lr"] == 0.01
+    assert metrics["gradients_default_optimizer_global_norm"] > 0
+    assert metrics["default_optimizer_lr"] == 0.01
     assert metrics["num_module_steps_trained"] == 128
-    assert last[ALL_MODULES] == {"num_env_steps_trained": 128}
+    assert metrics["num_module_steps_trained_lifetime"] == 9 * 128
+    assert last[ALL_MODULES] == {
+        "num_env_steps_trained": 128, "num_env_steps_trained_lifetime": 9 * 128,
+        "num_module_steps_trained": 128, "num_module_steps_trained_lifetime": 9 * 128}
     assert all(type(v) in (float, int) for m in last.values() for v in m.values())
 
 
@@ -57,7 +61,8 @@ def test_epochs_times_minibatches_steps_cycle_over_all_rows():
                             num_epochs=2)
     fragments = make_fragments(4, 20)
     learner.update(fragments)
-    state = learner.get_state("optimizer")["optimizer"]["default_policy"]["state"]
+    state = learner.get_state("optimizer")["optimizer"]["default_policy_default_optimizer"][
+        "state"]
     assert {float(s["step"]) for s in state.values()} == {6.0}
     assert [len(rows) for rows in learner.seen] == [30] * 6
     all_rows = np.concatenate([f.columns[Columns.OBS][:, 0] for f in fragments])
@@ -70,7 +75,8 @@ class SGDLearner(BCLearner):
 
     def configure_optimizers_for_module(self, module_id, config):
         params = list(self.module[module_id].parameters())
-        self.register_optimizer(module_id, torch.optim.SGD(params, lr=1.0), params)
+        self.register_optimizer(module_id=module_id, optimizer=torch.optim.SGD(params, lr=1.0),
+                                params=params)
 
 
 @pytest.mark.parametrize("grad_clip", [None, 1e-3])
@@ -80,12 +86,13 @@ def test_custom_optimizer_and_grad_clipping(grad_clip):
     metrics = learner.update(make_fragments(2, 16))["default_policy"]
     after = learner.get_weights()["default_policy"]
     step = np.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in before))
-    assert metrics["grad_norm"] > 1e-2  # The unclipped norm is what gets reported.
+    norm = metrics["gradients_default_optimizer_global_norm"]
+    assert norm > 1e-2  # The unclipped norm is what gets reported.
     if grad_clip is None:
-        assert step == pytest.approx(metrics["grad_norm"], rel=1e-4)
+        assert step == pytest.approx(norm, rel=1e-4)
     else:
         assert step == pytest.approx(grad_clip, rel=1e-3)
-    opt_state = learner.get_state("optimizer")["optimizer"]["default_policy"]
+    opt_state = learner.get_state("optimizer")["optimizer"]["default_policy_default_optimizer"]
     assert "momentum" in opt_state["param_groups"][0]  # SGD's, not Adam's.
 
 
@@ -117,7 +124,8 @@ def test_partial_state_and_component_paths():
     for k, v in b.get_weights(["p0"])["p0"].items():
         np.testing.assert_array_equal(v, only_p0["rl_module"]["p0"][k])
     assert not weights_changed(p1_before, b.get_weights(["p1"]))["p1"]
-    assert list(a.get_state(["optimizer/p1"])["optimizer"]) == ["p1"]
+    assert list(a.get_state(["optimizer/p1_default_optimizer"])["optimizer"]) == [
+        "p1_default_optimizer"]
     with pytest.raises(KeyError, match="'rl_module/p9'.*'rl_module' holds"):
         a.get_state("rl_module/p9")
     with pytest.raises(KeyError, match="unknown component"):
@@ -209,7 +217,7 @@ class SharedEncoderModule(MultiRLModule):
 class SharedOptimizerLearner(BCLearner):
     def configure_optimizers(self):
         params = list(self.module.parameters())
-        self.register_optimizer(ALL_MODULES, torch.optim.Adam(params, lr=1e-2), params)
+        self.register_optimizer(optimizer=torch.optim.Adam(params, lr=1e-2), params=params)
 
 
 def test_shared_encoder_trained_through_policy_losses():
@@ -222,7 +230,8 @@ def test_shared_encoder_trained_through_policy_losses():
     results = learner.update(make_fragments(2, 8, "p0"))
     assert weights_changed(before, learner.get_weights()) == {
         "encoder": True, "p0": True, "p1": False}
-    assert set(results[ALL_MODULES]) == {"grad_norm", "lr", "num_env_steps_trained"}
+    assert {"gradients_default_optimizer_global_norm", "default_optimizer_lr",
+            "num_env_steps_trained"} <= set(results[ALL_MODULES])
 
 
 def test_stateful_module_trains_on_masked_sequences():

@@ -67,7 +67,8 @@ def test_targets_move_by_tau_every_update_freq_trained_steps():
                             target_network_update_freq=20)
     module = learner.module["default_policy"]
     assert not any(p.requires_grad for p in module._target_pi.parameters())
-    optimizer = learner.get_state("optimizer")["optimizer"]["default_policy"]
+    optimizer = learner.get_state("optimizer")["optimizer"][
+        "default_policy_default_optimizer"]
     assert len(optimizer["param_groups"][0]["params"]) == 4  # pi and vf; no target params.
     fragments = make_fragments(2, 8)  # 16 steps per update.
     # Trained steps since the last move: 16 (< 20), 32 (move), 16, 32 (move).
@@ -223,7 +224,7 @@ def test_heuristic_numpy_module_next_to_a_trained_one_is_skipped():
     assert results[ALL_MODULES]["num_env_steps_trained"] == 16
     assert not np.array_equal(before["p0"]["pi.0.weight"], learner.get_weights(["p0"])["p0"][
         "pi.0.weight"])
-    assert list(learner.get_state("optimizer")["optimizer"]) == ["p0"]
+    assert list(learner.get_state("optimizer")["optimizer"]) == ["p0_default_optimizer"]
     assert list(learner.get_weights(inference_only=True)) == ["p0"]
 
 

@@ -70,9 +70,10 @@ def test_update_prefers_the_rewarded_action_and_reports_every_term():
         results = learner.update(bandit_fragments(learner, seed=i))
     assert prob_of_action_0(learner) > before + 0.15
     metrics = results["default_policy"]
-    for key in ("total_loss", "policy_loss", "vf_loss", "entropy", "grad_norm", "lr"):
+    for key in ("total_loss", "policy_loss", "vf_loss", "vf_explained_var", "entropy",
+                "gradients_default_optimizer_global_norm", "default_optimizer_lr"):
         assert isinstance(metrics[key], float), key
-    assert results["__all__"]["num_env_steps_trained"] == 256
+    assert results["__all_modules__"]["num_env_steps_trained"] == 256
 
 
 def test_value_head_learns_the_returns():
@@ -116,7 +117,7 @@ def test_kl_coefficient_adapts_towards_the_target(target, factor):
     learner = make_learner(use_kl_loss=True, kl_coeff=0.2, kl_target=target, lr=1e-2)
     results = learner.update(bandit_fragments(learner))
     assert results["default_policy"]["mean_kl_loss"] >= 0.0
-    assert results["default_policy"]["kl_coeff"] == pytest.approx(0.2 * factor)
+    assert results["default_policy"]["curr_kl_coeff"] == pytest.approx(0.2 * factor)
     # The adapted coefficient is part of the learner state, so checkpoints keep it.
     state = learner.get_state()
     fresh = make_learner(use_kl_loss=True, kl_coeff=0.2, kl_target=target)
@@ -182,7 +183,7 @@ def test_data_parallel_learners_adapt_the_kl_coefficient_alike(ray_session):
                                     rollout(local, 64, 2 * i + 1, 0.0)])
         coeffs = group.foreach_learner(lambda learner: learner.kl_coeffs["default_policy"])
         assert coeffs[0] == coeffs[1] == pytest.approx(0.2 * 1.5 ** 3)
-        assert results["default_policy"]["kl_coeff"] == coeffs[0]
+        assert results["default_policy"]["curr_kl_coeff"] == coeffs[0]
         weights = group.foreach_learner(lambda learner: learner.get_weights())
         for name, value in weights[0]["default_policy"].items():
             np.testing.assert_array_equal(value, weights[1]["default_policy"][name])

@@ -37,6 +37,14 @@ def test_time_left_to_stop_iters_at_this_sessions_pace(clock):
                         "  time left 0:00:16")
 
 
+def test_iterations_that_evaluated_show_the_evaluation_return(clock):
+    progress = Progress()
+    clock[0] += 1.0
+    row = {**result(1), "evaluation": {"env_runners": {"episode_return_mean": 321.0}}}
+    assert "mean return    50.00  eval return   321.00     1000 steps/s" in progress.line(row)
+    assert "eval return" not in progress.line(result(2))
+
+
 def test_time_left_to_stop_timesteps_counts_from_the_restored_steps(clock):
     progress = Progress(stop_timesteps=10_000)
     clock[0] += 1.0  # A run restored at 5000 steps does its 6th iteration (1000 steps) in 1 s.

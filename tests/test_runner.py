@@ -178,7 +178,8 @@ def test_fragments_hold_the_columns_and_logp_of_the_sampled_actions():
         cols = f.columns
         assert set(cols) == {Columns.OBS, Columns.ACTIONS, Columns.REWARDS, Columns.TERMINATEDS,
                              Columns.TRUNCATEDS, Columns.ACTION_LOGP, Columns.ACTION_DIST_INPUTS,
-                             Columns.VF_PREDS}
+                             Columns.VF_PREDS, Columns.INFOS}
+        assert len(cols[Columns.INFOS]) == len(f) and all(i == {} for i in cols[Columns.INFOS])
         assert cols[Columns.OBS].dtype == np.float32 and cols[Columns.OBS].shape[1:] == (4,)
         logp = torch.log_softmax(torch.as_tensor(cols[Columns.ACTION_DIST_INPUTS]), -1)
         expected = logp.gather(1, torch.as_tensor(cols[Columns.ACTIONS])[:, None])[:, 0]
@@ -220,8 +221,10 @@ def test_num_episodes_returns_exactly_that_many_whole_episodes():
                                               num_envs_per_env_runner=3,
                                               rollout_fragment_length=5))
     runner.sample(num_timesteps=4)  # Episodes in progress are not returned as whole ones.
+    runner.get_metrics()
     episodes = runner.sample(num_episodes=5)
     assert len(episodes) == 5 and len({f.episode_id for f in episodes}) == 5
+    assert runner.get_metrics()["num_episodes"] == 5  # 6 ended (3 envs x 2), 5 count.
     for f in episodes:
         check_fragment(f)
         assert f.terminated
@@ -263,7 +266,8 @@ def test_random_actions_skip_the_module():
     runner = SingleAgentEnvRunner(make_config(NoActionModule))  # Would fail if called.
     fragments = runner.sample(random_actions=True)
     assert all(set(f.columns) == {Columns.OBS, Columns.ACTIONS, Columns.REWARDS,
-                                  Columns.TERMINATEDS, Columns.TRUNCATEDS} for f in fragments)
+                                  Columns.TERMINATEDS, Columns.TRUNCATEDS, Columns.INFOS}
+               for f in fragments)
     actions = np.concatenate([f.columns[Columns.ACTIONS] for f in fragments])
     assert set(np.unique(actions)) == {0, 1}
 
@@ -334,7 +338,7 @@ def test_rebuild_env_replaces_a_broken_env_even_if_closing_it_raises():
 
     fresh = rebuild_env(Broken(), CounterEnv)
     assert type(fresh) is CounterEnv
-    np.testing.assert_array_equal(reset_env(fresh, "Env 3"), [0, 0])
+    np.testing.assert_array_equal(reset_env(fresh, "Env 3")[0], [0, 0])
 
     class ResetFails(CounterEnv):
         def reset(self, *, seed=None, options=None):
@@ -368,7 +372,7 @@ def test_weights_and_state_round_trip():
         assert (v == 0.5).all()
     other.set_state(runner.get_state())
     assert other.weights_seq_no == 42
-    assert other.get_state()["num_env_steps_sampled_lifetime"] == 60
+    assert other.get_metrics()["num_env_steps_sampled_lifetime"] == 60
     for k, v in other.module.get_state()["default_policy"].items():
         np.testing.assert_array_equal(v, weights["default_policy"][k])
 
@@ -394,7 +398,8 @@ def test_episode_stats_span_sample_calls_and_skip_the_steps_of_failed_episodes()
     for _ in range(3):
         runner.sample()
     metrics = runner.get_metrics()
-    assert metrics["episode_returns"] == metrics["episode_lengths"] == [7, 7]
+    assert metrics["num_episodes"] == 2
+    assert metrics["episode_return_min"] == metrics["episode_len_max"] == 7
     failing = SingleAgentEnvRunner(make_config(env=CounterEnv,
                                                env_config={"length": 4, "fail_every": 2},
                                                num_envs_per_env_runner=1,
@@ -403,7 +408,8 @@ def test_episode_stats_span_sample_calls_and_skip_the_steps_of_failed_episodes()
         failing.sample()
     metrics = failing.get_metrics()
     assert metrics["num_env_errors"] == 2  # Episodes 1 and 3, each after 2 good steps.
-    assert metrics["episode_returns"] == metrics["episode_lengths"] == [4, 4]
+    assert metrics["num_episodes"] == 2
+    assert metrics["episode_return_min"] == metrics["episode_len_max"] == 4
 
 
 # ---- envs and spaces ----------------------------------------------------------------------------

@@ -433,7 +433,7 @@ def test_shared_encoder_trains_with_one_optimizer():
 
     try:
         optimizers = algo.learner_group.get_state(components="optimizer")["learner"]["optimizer"]
-        assert list(optimizers) == ["__all__"]  # One optimizer over all three nets.
+        assert list(optimizers) == ["__all_modules___shared_optimizer"]  # One over all three nets.
         encoder_before = algo.get_module(SHARED_ENCODER_ID)._net.weight.detach().clone()
         first = algo.train()["env_runners"]["episode_return_mean"]
         for _ in range(6):

@@ -77,6 +77,7 @@ def test_a_checkpoint_dir_that_saves_would_replace_is_refused_before_training(tm
     (["--num-env-runners", "-1"], "--num-env-runners must be >= 0, got -1"),
     (["--checkpoint-every", "-2"], "--checkpoint-every must be >= 0, got -2"),
     (["--stop-iters", "0"], "--stop-iters must be > 0"),
+    (["--eval-interval", "0"], "--eval-interval must be > 0"),
     (["--stop-reward", "high"], "invalid float value: 'high'"),
     (["--restore", "/no/such/dir"], "--restore /no/such/dir: no algorithm checkpoint"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
@@ -86,6 +87,31 @@ def test_bad_flags_exit_nonzero_with_a_message(flags, message, capsys):
         train.parse_args(flags)
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
+
+
+def test_with_eval_interval_the_stop_reward_is_the_evaluation_return():
+    args = train.parse_args(["--eval-interval", "2", "--stop-reward", "100"])
+    training = {"training_iteration": 1, "num_env_steps_sampled_lifetime": 2000,
+                "env_runners": {"episode_return_mean": 500.0}}
+    assert train.stop_reached(train.parse_args(["--stop-reward", "100"]), training)
+    assert not train.stop_reached(args, training)  # An exploring return does not count.
+    evaluated = {**training, "evaluation": {"env_runners": {"episode_return_mean": 50.0}}}
+    assert not train.stop_reached(args, evaluated)
+    evaluated["evaluation"]["env_runners"]["episode_return_mean"] = 100.0
+    assert train.stop_reached(args, evaluated)
+
+
+def test_eval_interval_evaluates_and_stops_on_the_evaluation_return(tmp_path):
+    # Iteration 1 does not evaluate (its training return >= 0 does not stop the run); the
+    # evaluation in iteration 2 reaches the target and stops it.
+    result = run("--eval-interval", "2", "--eval-duration", "2", "--stop-reward", "0",
+                 "--stop-iters", "5", "--run-dir", "r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = read_results(tmp_path / "r")
+    assert [r["training_iteration"] for r in rows] == [1, 2]
+    assert "evaluation" not in rows[0]
+    assert rows[1]["evaluation"]["env_runners"]["num_episodes"] >= 2
+    assert "eval return" in iter_lines(result.stdout)[1]
 
 
 def test_unknown_env_is_a_clear_error(tmp_path):

@@ -73,11 +73,11 @@ def test_default_learner_has_one_optimizer_per_module_shared_variant_one_for_all
     ids = ("p0", "p1")
     per_module = make_learner(module_ids=ids).get_state()["optimizer"]
     shared = make_learner(VPGTorchLearnerSharedOptimizer, module_ids=ids)
-    assert sorted(per_module) == ["p0", "p1"]
-    assert list(shared.get_state()["optimizer"]) == ["__all__"]
+    assert sorted(per_module) == ["p0_default_optimizer", "p1_default_optimizer"]
+    assert list(shared.get_state()["optimizer"]) == ["__all_modules___shared_optimizer"]
     # A step on p0's data alone leaves p1 as it was: no gradient reaches it.
     before = {k: v.copy() for k, v in shared.get_weights()["p1"].items()}
     results = shared.update([episode([1.0, 0.0], [1, 0], module_id="p0")])
-    assert "grad_norm" in results["__all__"]
+    assert "gradients_shared_optimizer_global_norm" in results["__all_modules__"]
     for name, value in shared.get_weights()["p1"].items():
         np.testing.assert_array_equal(value, before[name])

@@ -43,7 +43,10 @@ class PPOTorchLearner(TorchLearner):
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         """-clipped surrogate + vf_loss_coeff * (clipped) squared value error
-        - entropy_coeff * entropy (+ kl_coeff * KL(old || new) with use_kl_loss)."""
+        - entropy_coeff * entropy (+ kl_coeff * KL(old || new) with use_kl_loss).
+
+        Logs RLlib's terms: policy_loss, vf_loss, vf_explained_var, entropy (and
+        mean_kl_loss with use_kl_loss)."""
         module = self.module[module_id]
         mask = batch.get(Columns.LOSS_MASK)  # Only set for sequences of stateful modules.
         dist_cls = module.get_train_action_dist_cls()
@@ -71,6 +74,8 @@ class PPOTorchLearner(TorchLearner):
             self.log_metric(module_id, "mean_kl_loss", mean_kl)
         self.log_metric(module_id, "policy_loss", policy_loss)
         self.log_metric(module_id, "vf_loss", vf_loss)
+        self.log_metric(module_id, "vf_explained_var", explained_variance(
+            batch[Columns.VALUE_TARGETS], values.detach(), mask))
         self.log_metric(module_id, "entropy", entropy)
         return total
 
@@ -80,13 +85,13 @@ class PPOTorchLearner(TorchLearner):
         if not self.config.use_kl_loss:
             return
         for module_id, metrics in results.items():
-            if "mean_kl_loss" not in metrics:
+            if not isinstance(metrics, dict) or "mean_kl_loss" not in metrics:
                 continue
             if metrics["mean_kl_loss"] > 2.0 * self.config.kl_target:
                 self.kl_coeffs[module_id] *= 1.5
             elif metrics["mean_kl_loss"] < 0.5 * self.config.kl_target:
                 self.kl_coeffs[module_id] *= 0.5
-            metrics["kl_coeff"] = self.kl_coeffs[module_id]
+            metrics["curr_kl_coeff"] = self.kl_coeffs[module_id]
 
     def get_state(self, components: str | Sequence[str] | None = None) -> dict[str, Any]:
         """The learner state plus the adapted KL coefficients (whole-state requests only)."""
@@ -101,8 +106,18 @@ class PPOTorchLearner(TorchLearner):
         super().set_state(state)
 
 
+def explained_variance(targets: torch.Tensor, predictions: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - Var[targets - predictions] / Var[targets], at least -1 (RLlib's vf_explained_var):
+    1 for a perfect value function, 0 for one no better than predicting the mean."""
+    ratio = _masked_var(targets - predictions, mask) / (_masked_var(targets, mask) + 1e-8)
+    return (1.0 - ratio).clamp(min=-1.0)
+
+
+def _masked_var(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+
 def _standardize(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Zero mean, unit std over the real (unmasked) entries."""
-    mean = masked_mean(x, mask)
-    std = masked_mean((x - mean) ** 2, mask).sqrt()
-    return (x - mean) / (std + 1e-8)
+    return (x - masked_mean(x, mask)) / (_masked_var(x, mask).sqrt() + 1e-8)

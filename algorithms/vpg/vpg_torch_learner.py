@@ -46,5 +46,7 @@ class VPGTorchLearnerSharedOptimizer(VPGTorchLearner):
     """
 
     def configure_optimizers(self) -> None:
-        params = [p for p in self.module.parameters() if p.requires_grad]  # No target nets.
-        self.register_optimizer(ALL_MODULES, torch.optim.Adam(params, lr=self.config.lr), params)
+        params = self.get_parameters(self.module)  # Trainable ones: no target nets.
+        self.register_optimizer(module_id=ALL_MODULES, optimizer_name="shared_optimizer",
+                                optimizer=torch.optim.Adam(params), params=params,
+                                lr_or_lr_schedule=self.config.lr)
