@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -16,6 +19,7 @@ from learners import ALL_MODULES, LearnerGroup, check_required_apis
 from rlmodules import DEFAULT_MODULE_ID, RLModule
 from runners import EnvRunnerGroup, Fragment
 from runners.callbacks import make_callbacks
+from runners.env_runner import EnvRunner
 from runners.metrics_logger import MetricsLogger
 
 # RLlib's names of the timers in result["timers"] (seconds spent in this iteration).
@@ -25,6 +29,21 @@ ENV_RUNNER_SAMPLING_TIMER = "env_runner_sampling_timer"
 LEARNER_UPDATE_TIMER = "learner_update_timer"
 SYNCH_WORKER_WEIGHTS_TIMER = "synch_weights"
 EVALUATION_ITERATION_TIMER = "evaluation_iteration"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where ``Algorithm.save()`` wrote (``.path``), as Ray's Checkpoint names it."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What ``Algorithm.save()`` returns, shaped as Ray Tune's: ``result.checkpoint.path``."""
+
+    checkpoint: Checkpoint
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class Algorithm:
@@ -70,6 +89,28 @@ class Algorithm:
     @classmethod
     def get_default_config(cls) -> AlgorithmConfig:
         return cls.config_class()
+
+    @classmethod
+    def default_resource_request(cls, config: AlgorithmConfig | Mapping[str, Any]
+                                 ) -> list[dict[str, float]]:
+        """The resource bundles one trial of ``config`` (a config or its ``to_dict()``)
+        needs, as RLlib requests them from Tune: first the driver (with num_learners=0 also
+        the local learner, which runs in the driver's thread: the larger of both CPU counts
+        and num_gpus_per_learner), then one per env runner, one per evaluation env runner
+        and one per learner actor. ``config.placement_strategy`` says how to place them."""
+        if not isinstance(config, AlgorithmConfig):
+            config = cls.get_default_config().update_from_dict(config)
+        local_learner = config.num_learners == 0
+        driver = {"CPU": max(config.num_cpus_for_main_process, config.num_cpus_per_learner)
+                  if local_learner else config.num_cpus_for_main_process,
+                  "GPU": config.num_gpus_per_learner if local_learner else 0}
+        eval_cpus = config.get_evaluation_config_object().num_cpus_per_env_runner
+        return [driver,
+                *({"CPU": config.num_cpus_per_env_runner, "GPU": 0}
+                  for _ in range(config.num_env_runners)),
+                *({"CPU": eval_cpus, "GPU": 0} for _ in range(config.evaluation_num_env_runners)),
+                *({"CPU": config.num_cpus_per_learner, "GPU": config.num_gpus_per_learner}
+                  for _ in range(config.num_learners))]
 
     # ---- the training loop ------------------------------------------------------------------
 
@@ -202,6 +243,12 @@ class Algorithm:
 
     # ---- access -----------------------------------------------------------------------------
 
+    @property
+    def env_runner(self) -> EnvRunner | None:
+        """The env runner in this process (RLlib's ``algo.env_runner``); None where all
+        runners are Ray actors."""
+        return self.env_runner_group.local_env_runner
+
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> RLModule | None:
         """The module with the learner's current weights; None if there is no such ID.
 
@@ -278,6 +325,23 @@ class Algorithm:
             check_component(component, list(self.module_spec.rl_module_specs))
         self.set_state(read_component(path, component))
         self.callbacks.call("on_checkpoint_loaded", algorithm=self)
+
+    def save(self, checkpoint_dir: str | os.PathLike | None = None) -> TrainingResult:
+        """RLlib's (Ray Tune Trainable's) name for ``save_to_path``: write a checkpoint to
+        ``checkpoint_dir`` (default: a new temporary directory) and return where it is
+        (``result.checkpoint.path``)."""
+        if checkpoint_dir is None:
+            checkpoint_dir = tempfile.mkdtemp(
+                prefix=f"{type(self).__name__}_checkpoint_{self.training_iteration:06d}_")
+        path = self.save_to_path(os.fspath(checkpoint_dir))
+        return TrainingResult(Checkpoint(path), {"training_iteration": self.training_iteration})
+
+    def restore(self, checkpoint_path: str | os.PathLike | Checkpoint | TrainingResult) -> None:
+        """RLlib's (Trainable's) name for ``restore_from_path``: load a whole checkpoint, given
+        as a path or as what ``save()`` returned (any object with ``.path`` or
+        ``.checkpoint.path``, such as a Ray Checkpoint)."""
+        checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)
+        self.restore_from_path(os.fspath(getattr(checkpoint, "path", checkpoint)))
 
     @classmethod
     def from_checkpoint(cls, path: str, config: AlgorithmConfig | None = None,

@@ -26,7 +26,8 @@ from runners.callbacks import HOOKS, make_callbacks
 from runners.config import (BOOL, NON_NEGATIVE, POSITIVE, UNIT, CallbackSettings,
                             DebuggingSettings, EnvironmentSettings, EnvRunnerConfig,
                             EnvRunnersSettings, FaultToleranceSettings, PolicyMappingSettings,
-                            ReportingSettings, check_setting, int_at_least, optional, setting)
+                            ReportingSettings, check_setting, int_at_least, is_search_space,
+                            optional, or_schedule, setting)
 
 if TYPE_CHECKING:
     from algorithms.algorithm import Algorithm
@@ -60,7 +61,9 @@ class TrainingSettings:
     """Optimization settings; algorithm configs extend this section with their own keys."""
 
     flags: ClassVar[tuple[str, ...]] = ("_enable_learner_api",)
-    lr: float = setting(1e-3, POSITIVE, "the optimizer's learning rate")
+    lr: float | list = setting(1e-3, or_schedule(POSITIVE), "the optimizer's learning rate, "
+                               "or [[timestep, lr], ...] interpolated over the learner's "
+                               "trained env steps")
     gamma: float = setting(0.99, UNIT, "the discount factor")
     train_batch_size: int | None = setting(
         None, optional(int_at_least(1)), "timesteps per update over all learners, split among "
@@ -73,8 +76,10 @@ class TrainingSettings:
                                          "timesteps per gradient step; None: the whole batch")
     num_epochs: int = setting(1, int_at_least(1), "passes over each train batch")
     grad_clip: float | None = setting(None, optional(POSITIVE), "max. global gradient norm")
-    grad_clip_by: str = setting("global_norm", (lambda v: v == "global_norm", "'global_norm'"),
-                                "gradients are clipped by their global norm only")
+    grad_clip_by: str = setting(
+        "global_norm", (lambda v: v == "global_norm", "'global_norm' (RLlib's 'value' and "
+                        "'norm' are not supported: the learner clips the global norm of each "
+                        "optimizer's gradients)"), "gradients are clipped by their global norm")
     # Hard updates every 500 timesteps are RLlib's DQN defaults, the classic target network;
     # for soft (SAC-style) updates set tau=0.005, target_network_update_freq=0.
     tau: float = setting(1.0, UNIT, "modules with target networks: how far each target moves "
@@ -150,6 +155,48 @@ class EvaluationSettings:
     evaluation_force_reset_envs_before_iteration: bool = setting(
         True, BOOL, "timesteps unit: start every env on a new episode before each evaluation "
         "(the episodes unit always does)")
+
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+@dataclass
+class ResourcesSettings:
+    """What a trial asks Ray for besides its runners' and learners' own resources (see
+    Algorithm.default_resource_request); RLlib's GPU keys moved to learners()."""
+
+    num_cpus_for_main_process: float = setting(
+        1.0, POSITIVE, "CPUs of the driver (with num_learners=0 the local learner's are "
+        "num_cpus_per_learner)")
+    placement_strategy: str = setting(
+        "PACK", (lambda v: v in PLACEMENT_STRATEGIES, " or ".join(map(repr, PLACEMENT_STRATEGIES))),
+        "how Ray places a trial's resource bundles (its placement group's strategy)")
+
+
+@dataclass
+class CheckpointingSettings:
+    """RLlib's checkpoint options, accepted and stored; neither changes what is written here:
+    a checkpoint holds every module's state (no native torch model files)."""
+
+    export_native_model_files: bool = setting(False, BOOL, "does nothing here")
+    checkpoint_trainable_policies_only: bool = setting(False, BOOL, "does nothing here")
+
+
+def _is_scheduler_classes(v: Any) -> bool:
+    if isinstance(v, Mapping):
+        return all(isinstance(k, str) and _is_scheduler_classes(c) for k, c in v.items())
+    return isinstance(v, (list, tuple)) and all(callable(c) for c in v)
+
+
+@dataclass
+class ExperimentalSettings:
+    """RLlib's experimental() keys that have an effect here."""
+
+    _torch_lr_scheduler_classes: list | dict | None = setting(
+        None, (lambda v: v is None or _is_scheduler_classes(v),
+               "None, a list of torch lr scheduler classes (or callables optimizer -> "
+               "scheduler, e.g. functools.partial) or a dict {module_id: such a list}"),
+        "built on each module's optimizers, stepped after each update")
 
 
 @dataclass
@@ -249,6 +296,9 @@ class AlgorithmConfig:
     evaluation = Builder(EvaluationSettings)
     reporting = Builder(ReportingSettings)
     callbacks = CallbacksBuilder()
+    resources = Builder(ResourcesSettings)
+    checkpointing = Builder(CheckpointingSettings)
+    experimental = Builder(ExperimentalSettings)
     api_stack = Builder(ApiStackSettings)
 
     def __init__(self, algo_class: type["Algorithm"] | None = None) -> None:
@@ -280,6 +330,18 @@ class AlgorithmConfig:
                               for name, value in vars(klass).items() if isinstance(value, Builder))
         return {key: declared for name in names
                 for key, declared in getattr(cls, name).settings.items()}
+
+    def __repr__(self) -> str:
+        """The class and the settings that differ from its defaults, e.g.
+        ``PPOConfig(env='CartPole-v1', lr=0.0003)``."""
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.non_default_settings().items())
+        return f"{type(self).__name__}({changed})"
+
+    def non_default_settings(self) -> dict[str, Any]:
+        """``{key: value}`` of the settings that differ from a fresh config's of this class."""
+        fresh = vars(type(self)())
+        return {key: vars(self)[key] for key in self.settings()
+                if _differs(vars(self)[key], fresh[key])}
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting as a flat ``{key: value}`` dict (a deep copy), as set (unset batch
@@ -457,13 +519,19 @@ class AlgorithmConfig:
 
     def _set(self, method: str, settings: Mapping[str, dataclasses.Field],
              values: Mapping[str, Any]) -> "AlgorithmConfig":
-        """Check, then assign, the given values; NotProvided leaves a setting as it is."""
+        """Check, then assign, the given values; NotProvided leaves a setting as it is.
+
+        Tune search spaces (``tune.grid_search``, ``tune.uniform``, ..., also nested) are
+        stored as given: the trial's resolved value is checked when its trainable builds
+        the config (algorithms/tune.py)."""
         given = {key: value for key, value in values.items() if value is not NotProvided}
+        searched = {key for key, value in given.items() if is_search_space(value)}
         for key, value in given.items():
-            check_setting(method, settings[key], value)
+            if key not in searched:
+                check_setting(method, settings[key], value)
         for key, value in given.items():
             convert = settings[key].metadata["convert"]
-            setattr(self, key, convert(value) if convert else value)
+            setattr(self, key, convert(value) if convert and key not in searched else value)
         return self
 
 
@@ -479,8 +547,8 @@ RLLIB_NAMES: Mapping[str, str] = {
     "model_config_dict": "use rl_module(model_config={...})",
     "vf_share_layers": "use rl_module(model_config={'vf_share_layers': True})",
     "optimizer": "override configure_optimizers_for_module() in a TorchLearner subclass",
-    "lr_schedule": "schedules are not supported; pass a constant lr",
-    "entropy_coeff_schedule": "schedules are not supported; pass a constant entropy_coeff",
+    "lr_schedule": "use training(lr=[[timestep, lr], ...])",
+    "entropy_coeff_schedule": "use training(entropy_coeff=[[timestep, coeff], ...])",
     "shuffle_batch_per_epoch": "minibatches are always drawn shuffled; drop the argument",
     "use_critic": "PPO always trains its value function here; drop the argument",
     "use_gae": "PPO always uses GAE here (lambda_=1.0 gives Monte-Carlo advantages)",
@@ -491,12 +559,17 @@ RLLIB_NAMES: Mapping[str, str] = {
     "num_cpus_per_worker": "use env_runners(num_cpus_per_env_runner=...)",
     "num_gpus_per_worker": _NOT_ON_CPU,
     "num_gpus_per_env_runner": _NOT_ON_CPU,
-    "batch_mode": "PPO samples timesteps ('truncate_episodes'), VPG complete episodes "
-                  "('complete_episodes'); drop the argument",
     "module_to_env_connector": "not supported; sample or transform actions in the module's "
                                "_forward_exploration()",
     "observation_filter": "use env_runners(env_to_module_connector=...)",
-    "num_gpus": "use learners(num_gpus_per_learner=...)",
+    "num_gpus": "use learners(num_gpus_per_learner=...) (learners train, runners act on CPU)",
+    "_fake_gpus": "not supported; set learners(num_gpus_per_learner=0) to learn on CPU",
+    "num_learner_workers": "use learners(num_learners=...)",
+    "num_cpus_per_learner_worker": "use learners(num_cpus_per_learner=...)",
+    "num_gpus_per_learner_worker": "use learners(num_gpus_per_learner=...)",
+    "num_cpus_for_local_worker": "use resources(num_cpus_for_main_process=...)",
+    "custom_resources_per_worker": "not supported; runners ask Ray for CPUs only",
+    "local_gpu_idx": "not supported; the local learner uses torch's current CUDA device",
     "num_aggregator_actors_per_learner": "not supported; learners take fragments directly",
     "algorithm_config_overrides_per_module": "not supported; one config trains all modules",
     "count_steps_by": "steps are counted per env step and per module; drop the argument",
@@ -509,12 +582,16 @@ RLLIB_NAMES: Mapping[str, str] = {
 RLLIB_METHODS: Mapping[str, str] = {
     # RLlib config methods that do not exist here -> what to call instead.
     "rollouts": "env_runners()",
-    "resources": "learners(num_gpus_per_learner=..., num_cpus_per_learner=...) and "
-                 "env_runners(num_cpus_per_env_runner=...)",
     "exploration": "env_runners() (runners act with the module's forward_exploration())",
-    "checkpointing": "algo.save_to_path() / Algorithm.from_checkpoint()",
     "offline_data": "nothing: offline data is not supported",
 }
+
+
+def _differs(value: Any, default: Any) -> bool:
+    try:
+        return bool(value != default)
+    except Exception:  # E.g. arrays, whose != is elementwise.
+        return value is not default
 
 
 def _check_known(method: str, keys: Collection[str], known: list[str]) -> None:

@@ -68,6 +68,8 @@ SLOTS.update({  # What the names in an algorithm checkpoint's config may stand f
     "callbacks_class": Slot("an RLlibCallback subclass (or a list of them)",
                             ("runners.callbacks:RLlibCallback",)),
     **dict.fromkeys(HOOKS, _NO_CODE),  # callbacks_hooks: {hook: function or functions}.
+    "_torch_lr_scheduler_classes": Slot("a torch lr scheduler class",
+                                        ("torch.optim.lr_scheduler:LRScheduler",)),
 })
 
 

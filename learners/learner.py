@@ -276,7 +276,8 @@ class TorchLearner:
         self._optimizer_ids[name] = (module_id, optimizer_name)
         self._optimizer_params[name] = list(params)
         if lr_or_lr_schedule is not None:
-            timesteps, lrs = _lr_schedule(lr_or_lr_schedule, name)
+            timesteps, lrs = schedule_points(
+                lr_or_lr_schedule, f"Optimizer '{name}': lr_or_lr_schedule")
             if len(timesteps) > 1:
                 self._lr_schedules[name] = (timesteps, lrs)
             _set_lr(optimizer, lrs[0])
@@ -521,11 +522,17 @@ class TorchLearner:
                         metrics[count]
                     metrics[f"{count}_lifetime"] = lifetime[f"{count}_lifetime"]
 
+    @property
+    def num_env_steps_trained_lifetime(self) -> int:
+        """Env steps trained on so far (over all data-parallel learners): the timestep that
+        schedules ``[[timestep, value], ...]`` are interpolated at."""
+        return self._lifetime.get(ALL_MODULES, {}).get("num_env_steps_trained_lifetime", 0)
+
     def _update_learning_rates(self, results: dict[str, Any]) -> None:
         """After an update: schedules move to the lifetime trained env steps, torch lr
         schedulers of the optimizers that stepped take one step; each stepped optimizer's
         lr (the next update's) is reported as results[module_id]["<optimizer_name>_lr"]."""
-        timestep = self._lifetime.get(ALL_MODULES, {}).get("num_env_steps_trained_lifetime", 0)
+        timestep = self.num_env_steps_trained_lifetime
         for name, (timesteps, lrs) in self._lr_schedules.items():
             _set_lr(self._optimizers[name], float(np.interp(timestep, timesteps, lrs)))
         for name in self._stepped:
@@ -702,18 +709,20 @@ Learner = TorchLearner
 """RLlib's name for the learner base class; here the one (torch) learner is the base."""
 
 
-def _lr_schedule(value: LearningRateOrSchedule, name: str) -> tuple[list[float], list[float]]:
-    """A learning rate or ``[[timestep, lr], ...]`` as (timesteps, lrs)."""
+def schedule_points(value: LearningRateOrSchedule, what: str
+                    ) -> tuple[list[float], list[float]]:
+    """A number or a schedule ``[[timestep, value], ...]`` as (timesteps, values), for
+    ``np.interp``; ``what`` names the setting in the error."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return [0.0], [float(value)]
     try:
-        points = [(float(t), float(lr)) for t, lr in value]
+        points = [(float(t), float(x)) for t, x in value]
     except (TypeError, ValueError):
         points = []
     if not points or points[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(points, points[1:])):
         raise ValueError(
-            f"Optimizer '{name}': lr_or_lr_schedule={value!r} is neither a learning rate nor "
-            "a schedule [[timestep, lr], ...] starting at timestep 0 with increasing "
+            f"{what}={value!r} is neither a number nor a schedule [[timestep, value], ...] "
+            "starting at timestep 0 with increasing "
             "timesteps, e.g. [[0, 1e-3], [100000, 1e-4]].")
     timesteps, lrs = zip(*points)
     return list(timesteps), list(lrs)

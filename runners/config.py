@@ -40,12 +40,45 @@ UNIT: Check = (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 BOOL: Check = (lambda v: isinstance(v, bool), "a bool")
 
 
+def is_schedule(v: Any) -> bool:
+    """RLlib's piecewise-linear schedule ``[[timestep, value], ...]``: from timestep 0 on,
+    timesteps increasing, values finite numbers."""
+    try:
+        points = [(t, x) for t, x in v]
+    except (TypeError, ValueError):
+        return False
+    return bool(points) and all(is_number(t) and is_number(x) for t, x in points) and \
+        points[0][0] == 0 and all(b[0] > a[0] for a, b in zip(points, points[1:]))
+
+
+def or_schedule(check: Check) -> Check:
+    """``check``, or a schedule whose values all pass it."""
+    return (lambda v: check[0](v) or (is_schedule(v) and all(check[0](x) for _, x in v)),
+            f"{check[1]} or a schedule [[timestep, value], ...] of such numbers starting at "
+            "timestep 0 with increasing timesteps, e.g. [[0, 1e-3], [100000, 1e-4]]")
+
+
+def _is_sync_mode(v: Any) -> bool:
+    return v is gym.VectorizeMode.SYNC or (isinstance(v, str) and v.lower() == "sync")
+
+
 def setting(default: Any, check: Check = (lambda v: True, ""), doc: str = "",
             convert: Callable[[Any], Any] | None = None) -> Any:
     """One setting's declaration (its type is the annotation); each config gets its own copy
     of ``default``; ``convert`` normalizes a value that passed ``check``."""
     return field(default_factory=lambda: copy.deepcopy(default),
                  metadata={"check": check, "doc": doc, "convert": convert})
+
+
+def is_search_space(value: Any) -> bool:
+    """Whether ``value`` is, or holds (in dicts, lists, tuples), a Ray Tune search space:
+    ``tune.grid_search`` (the dict ``{"grid_search": [...]}``) or a ``tune.uniform/choice/
+    sample_from/...`` object. Told apart by shape and class module, so Ray is not imported."""
+    if type(value).__module__.startswith("ray.tune.search"):
+        return True
+    if isinstance(value, Mapping):
+        return list(value) == ["grid_search"] or any(map(is_search_space, value.values()))
+    return isinstance(value, (list, tuple)) and any(map(is_search_space, value))
 
 
 def check_setting(owner: str, declared: Field, value: Any) -> None:
@@ -96,6 +129,17 @@ class EnvRunnersSettings:
     env_runner_start_timeout_s: float = setting(
         120.0, POSITIVE, "how long EnvRunnerGroup waits for Ray to place and build a runner")
     num_torch_threads: int = setting(1, int_at_least(1), "torch threads per remote runner")
+    batch_mode: str = setting(
+        "truncate_episodes", (lambda v: v in ("truncate_episodes", "complete_episodes"),
+                              "'truncate_episodes' or 'complete_episodes'"),
+        "'truncate_episodes': sample() cuts episodes at the requested timesteps and carries "
+        "them on; 'complete_episodes': it returns whole episodes only (all that had started "
+        "when the timesteps were reached), at least the requested timesteps")
+    gym_env_vectorize_mode: Any = setting(
+        "SYNC", (_is_sync_mode, "'SYNC' or gymnasium.VectorizeMode.SYNC (a runner steps its "
+                 "envs one after the other in its own process; for envs stepping in parallel "
+                 "use more env runners: num_env_runners)"),
+        "how a runner's num_envs_per_env_runner envs are vectorized (RLlib's setting)")
 
 
 @dataclass

@@ -129,8 +129,10 @@ class EnvRunner:
         """Fragments of at least ``num_timesteps`` env steps (over all envs; default:
         rollout_fragment_length per env), or exactly ``num_episodes`` complete episodes.
 
-        Timestep sampling carries episodes on across calls; episode sampling starts every env
-        on a fresh episode and returns each episode whole (one fragment per agent).
+        Timestep sampling carries episodes on across calls (with batch_mode=
+        "complete_episodes" it returns whole episodes instead, see
+        ``_sample_complete_episodes``); episode sampling starts every env on a fresh episode
+        and returns each episode whole (one fragment per agent).
         ``explore`` defaults to ``config.explore``; a call with the other value is not
         counted in ``self.metrics``. ``on_sample_end`` gets the episode chunks of this call.
         """
@@ -139,13 +141,15 @@ class EnvRunner:
         explore = self.config.explore if explore is None else explore
         self._call_metrics = self.metrics if explore == self.config.explore else MetricsLogger()
         self._done_episodes = []
-        if num_episodes is not None:
-            fragments = self._sample_episodes(num_episodes, explore, random_actions)
+        steps = self.config.rollout_fragment_length if num_timesteps is None else \
+            max(1, math.ceil(num_timesteps / self.num_envs))
+        if num_episodes is not None or self.config.batch_mode == "complete_episodes":
+            fragments = self._sample_episodes(num_episodes, explore, random_actions) \
+                if num_episodes is not None else \
+                self._sample_complete_episodes(steps * self.num_envs, explore, random_actions)
             keep = {fragment.episode_id for fragment in fragments}
             samples = [e for e in self._done_episodes if e.id_ in keep]
         else:
-            steps = self.config.rollout_fragment_length if num_timesteps is None else \
-                max(1, math.ceil(num_timesteps / self.num_envs))
             fragments = self._collect(steps, explore, random_actions)[0]
             samples = self._done_episodes + [e for e in self._user_episodes if len(e)]
             self._user_episodes = [e.cut() if len(e) else e for e in self._user_episodes]
@@ -182,6 +186,32 @@ class EnvRunner:
                                "the logged errors.")
         keep = set(ended[:num_episodes])
         return [concat_fragments(p) for (episode_id, _), p in pieces.items() if episode_id in keep]
+
+    def _sample_complete_episodes(self, num_timesteps: int, explore: bool,
+                                  random_actions: bool) -> list[Fragment]:
+        """batch_mode="complete_episodes": every env on a new episode, then chunks of
+        rollout_fragment_length until ``num_timesteps`` env steps are sampled and every
+        episode begun by then has ended; returns those episodes whole (one fragment per
+        agent). Keeping all of them, not only the first to end, keeps long episodes from
+        being under-represented; episodes lost to an env error are left out."""
+        self._start_new_episodes()
+        pieces: dict[tuple, list[Fragment]] = {}  # (episode_id, agent_id) -> in order
+        ended: set[str] = set()
+        kept: set[str] | None = None  # The episodes begun before num_timesteps was reached.
+        sampled = 0
+        while True:
+            fragments, ended_now = self._collect(self.config.rollout_fragment_length, explore,
+                                                 random_actions)
+            for fragment in fragments:
+                pieces.setdefault((fragment.episode_id, fragment.agent_id), []).append(fragment)
+            ended.update(ended_now)
+            sampled += self.config.rollout_fragment_length * self.num_envs
+            if kept is None and sampled >= num_timesteps:
+                kept = {episode_id for episode_id, _ in pieces}
+            going_on = {fragment.episode_id for fragment in fragments} - ended
+            if kept is not None and not kept & going_on:
+                return [concat_fragments(p) for (episode_id, _), p in pieces.items()
+                        if episode_id in kept and episode_id in ended]
 
     def _collect(self, num_steps: int, explore: bool,
                  random_actions: bool) -> tuple[list[Fragment], list[str]]:

@@ -48,10 +48,12 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
             raise RuntimeError(self._cpu_message(wanted))
         # Actors get the env as a creator function: the driver's registrations stay here.
         actor_config = dataclasses.replace(config, env=env_creator(config.env))
+        options: dict[str, Any] = {"num_cpus": config.num_cpus_per_env_runner}
+        if ray.util.get_current_placement_group() is None:  # In a Tune trial: stay in its group.
+            options["scheduling_strategy"] = "SPREAD"
         self.pool = ActorPool(
             self.runner_class, lambda index: ((actor_config,), {"worker_index": index}),
-            range(1, config.num_env_runners + 1), name="EnvRunner",
-            options={"num_cpus": config.num_cpus_per_env_runner, "scheduling_strategy": "SPREAD"},
+            range(1, config.num_env_runners + 1), name="EnvRunner", options=options,
             on_failure=self._restart_or_raise)
         try:
             self.pool.start(config.env_runner_start_timeout_s)

@@ -131,7 +131,7 @@ def test_refused_rllib_names_say_what_to_use(call, message):
 def test_rllib_methods_that_do_not_exist_say_what_to_use():
     with pytest.raises(AttributeError, match=r"no rollouts\(\).*use env_runners\(\)"):
         PPOConfig().rollouts(num_rollout_workers=2)
-    with pytest.raises(AttributeError, match=r"no resources\(\).*num_gpus_per_learner"):
+    with pytest.raises(TypeError, match=r"'num_gpus'.*learners\(num_gpus_per_learner"):
         PPOConfig().resources(num_gpus=1)
     with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'"):
         PPOConfig().no_such_thing

@@ -10,7 +10,7 @@ from algorithms.ppo.default_ppo_rl_module import DefaultPPOTorchRLModule
 from algorithms.ppo.ppo_catalog import PPOCatalog
 from algorithms.ppo.ppo_torch_learner import PPOTorchLearner
 from rlmodules import RLModuleSpec
-from runners.config import BOOL, NON_NEGATIVE, POSITIVE, UNIT, optional, setting
+from runners.config import BOOL, NON_NEGATIVE, POSITIVE, UNIT, optional, or_schedule, setting
 
 
 @dataclass
@@ -27,7 +27,9 @@ class PPOTrainingSettings(TrainingSettings):
         0.5, NON_NEGATIVE, "with an encoder shared by policy and value function "
         "(vf_share_layers, use_lstm) lower this (e.g. 0.01): the value loss, in squared "
         "returns, would drown the policy gradient in the shared layers")
-    entropy_coeff: float = setting(0.0, NON_NEGATIVE)
+    entropy_coeff: float | list = setting(
+        0.0, or_schedule(NON_NEGATIVE), "or [[timestep, coeff], ...] interpolated over the "
+        "learner's trained env steps (reported as curr_entropy_coeff)")
     use_kl_loss: bool = setting(False, BOOL)
     kl_coeff: float = setting(0.2, NON_NEGATIVE, "initial value; adapted towards kl_target")
     kl_target: float = setting(0.01, POSITIVE)

@@ -10,6 +10,7 @@ import torch
 from algorithms.ppo.gae import compute_gae
 from algorithms.returns import standardize
 from learners import TorchLearner, masked_mean
+from learners.learner import schedule_points
 from rlmodules import Columns, SelfSupervisedLossAPI, ValueFunctionAPI
 from runners.fragment import Fragment
 
@@ -24,6 +25,12 @@ class PPOTorchLearner(TorchLearner):
     def build(self) -> None:
         super().build()
         self.kl_coeffs = {mid: float(self.config.kl_coeff) for mid in self.module.keys()}
+        self._entropy_schedule = schedule_points(self.config.entropy_coeff, "entropy_coeff")
+
+    @property
+    def entropy_coeff(self) -> float:
+        """``config.entropy_coeff``, or its schedule at the trained env steps so far."""
+        return float(np.interp(self.num_env_steps_trained_lifetime, *self._entropy_schedule))
 
     def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
                                          ) -> dict[str, list[np.ndarray]]:
@@ -65,7 +72,7 @@ class PPOTorchLearner(TorchLearner):
             vf_error = vf_error.clamp(max=config.vf_clip_param)
         vf_loss = masked_mean(vf_error, mask)
         entropy = masked_mean(dist.entropy(), mask)
-        total = policy_loss + config.vf_loss_coeff * vf_loss - config.entropy_coeff * entropy
+        total = policy_loss + config.vf_loss_coeff * vf_loss - self.entropy_coeff * entropy
 
         if config.use_kl_loss:
             old_dist = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
@@ -80,8 +87,12 @@ class PPOTorchLearner(TorchLearner):
         return total
 
     def after_update(self, results: dict[str, dict[str, Any]]) -> None:
-        """Adapt each KL coefficient towards ``kl_target`` from the mean KL, which all
-        data-parallel learners share, so their coefficients stay equal."""
+        """Report the next update's entropy coefficient (``curr_entropy_coeff``) of each
+        trained module; adapt each KL coefficient towards ``kl_target`` from the mean KL,
+        which all data-parallel learners share, so their coefficients stay equal."""
+        for metrics in results.values():
+            if isinstance(metrics, dict) and "entropy" in metrics:
+                metrics["curr_entropy_coeff"] = self.entropy_coeff
         if not self.config.use_kl_loss:
             return
         for module_id, metrics in results.items():
