@@ -23,7 +23,7 @@ from learners import Learner
 from rlmodules import DEFAULT_MODULE_ID, DefaultModelConfig, MultiRLModuleSpec, RLModuleSpec
 from runners import complete_module_spec
 from runners.callbacks import HOOKS, make_callbacks
-from runners.config import (BOOL, NON_NEGATIVE, POSITIVE, UNIT, CallbackSettings,
+from runners.config import (BOOL, DICT, NON_NEGATIVE, POSITIVE, UNIT, CallbackSettings,
                             DebuggingSettings, EnvironmentSettings, EnvRunnerConfig,
                             EnvRunnersSettings, FaultToleranceSettings, PolicyMappingSettings,
                             ReportingSettings, check_setting, int_at_least, is_search_space,
@@ -91,7 +91,7 @@ class TrainingSettings:
         None, (lambda v: v is None or inspect.isclass(v), "None or a Learner subclass"),
         "None: the algorithm's default learner")
     learner_config_dict: dict = setting(
-        {}, (lambda v: isinstance(v, Mapping), "a dict"),
+        {}, DICT,
         "custom settings for a custom learner, read there as config.learner_config_dict")
 
 
@@ -149,7 +149,7 @@ class EvaluationSettings:
         False, BOOL, "evaluate while the training step runs (with the weights from before it); "
         "with evaluation_num_env_runners=0 evaluation runs after the training step instead")
     evaluation_config: dict | None = setting(
-        None, (lambda v: v is None or isinstance(v, Mapping), "None or a dict"),
+        None, optional(DICT),
         "settings that differ for evaluation, e.g. AlgorithmConfig.overrides(explore=True, "
         "env_config={...}); explore is False unless given")
     evaluation_force_reset_envs_before_iteration: bool = setting(

@@ -38,6 +38,7 @@ POSITIVE: Check = (lambda v: is_number(v) and v > 0, "a number > 0")
 NON_NEGATIVE: Check = (lambda v: is_number(v) and v >= 0, "a number >= 0")
 UNIT: Check = (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 BOOL: Check = (lambda v: isinstance(v, bool), "a bool")
+DICT: Check = (lambda v: isinstance(v, Mapping), "a dict")
 
 
 def is_schedule(v: Any) -> bool:
@@ -99,7 +100,7 @@ class EnvironmentSettings:
     env: str | type | Callable[[dict], gym.Env] | None = setting(
         None, doc="a gymnasium id, a name registered with runners.register_env, a gym.Env / "
         "runners.MultiAgentEnv subclass, or a callable env_config -> env")
-    env_config: dict = setting({}, (lambda v: isinstance(v, Mapping), "a dict"),
+    env_config: dict = setting({}, DICT,
                                "passed to the env's creator or constructor")
     clip_rewards: bool | float | None = setting(
         None, (lambda v: v is None or isinstance(v, bool) or (is_number(v) and v > 0),
