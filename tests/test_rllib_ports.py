@@ -234,10 +234,12 @@ def test_lstm_module_with_target_network_learns_and_keeps_its_targets(remote, re
         try:
             first = algo.learner_group.get_weights(inference_only=False)[DEFAULT_MODULE_ID]
             assert_states_equal(first["_target_pi.weight"], first["_pi.weight"])
-            results = [algo.train() for _ in range(8)]
+            # 12 iterations: with Ray runners the split of steps between runners varies from
+            # run to run, and an 8-iteration run once fell just short under CI load.
+            results = [algo.train() for _ in range(12)]
             returns = [r["env_runners"]["episode_return_mean"] for r in results]
             assert returns[-1] > returns[0] + 15, returns
-            assert results[-1]["learners"][DEFAULT_MODULE_ID]["num_target_updates"] == 8
+            assert results[-1]["learners"][DEFAULT_MODULE_ID]["num_target_updates"] == 12
             weights = algo.learner_group.get_weights(inference_only=False)[DEFAULT_MODULE_ID]
             target, main = weights["_target_pi.weight"], weights["_pi.weight"]
             assert not np.allclose(target, first["_target_pi.weight"])  # Moved ...
