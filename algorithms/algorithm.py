@@ -73,6 +73,10 @@ class Algorithm:
         self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_hooks)
         self.eval_env_runner_group: EnvRunnerGroup | None = None
         self.env_runner_group = EnvRunnerGroup(config.env_runner_config(self.module_spec))
+        # Runner connectors whose states are merged every iteration (and sent to evaluation).
+        self._stateful_connectors = any(
+            self.env_runner_group.foreach_env_runner(_connector_state)) if (
+            config.env_to_module_connector or config.module_to_env_connector) else False
         try:
             if config.evaluation_interval or config.evaluation_num_env_runners:
                 self._build_eval_env_runner_group()
@@ -212,6 +216,10 @@ class Algorithm:
         self.callbacks.call("on_evaluate_start", algorithm=self, metrics_logger=self.metrics)
         self.eval_env_runner_group.sync_weights(
             self.learner_group.get_weights(inference_only=True), self.weights_seq_no)
+        if self._stateful_connectors:  # Evaluation normalizes as training does.
+            state = self.env_runner_group.foreach_env_runner(_connector_state)[0]
+            self.eval_env_runner_group.foreach_env_runner(
+                lambda runner: runner.set_connector_state(state))
 
     def _evaluate_on_runners(self) -> tuple[dict[str, Any], float]:
         """Sample ``evaluation_duration`` episodes or timesteps; their metrics, seconds taken."""
@@ -236,10 +244,13 @@ class Algorithm:
         return self.env_runner_group.sample(num_timesteps=self.config.total_train_batch_size)
 
     def sync_weights(self) -> None:
-        """Put the learner's (inference-only) weights into every env runner."""
+        """Put the learner's (inference-only) weights into every env runner, and merge the
+        runners' connector states (e.g. MeanStdFilter counts) into one they all use."""
         self.weights_seq_no += 1
         weights = self.learner_group.get_weights(inference_only=True)
         self.env_runner_group.sync_weights(weights, self.weights_seq_no)
+        if self._stateful_connectors:
+            self.env_runner_group.sync_env_runner_states()
 
     # ---- access -----------------------------------------------------------------------------
 
@@ -353,6 +364,10 @@ class Algorithm:
         by itself (see rlmodules/checkpoint.py); they are used, unchecked, for their names.
         """
         return load_algorithm(path, config, trusted)
+
+
+def _connector_state(runner: Any) -> dict[str, Any]:
+    return runner.get_connector_state()
 
 
 def _start_new_episodes(runner: Any) -> None:

@@ -23,7 +23,7 @@ from learners import Learner
 from rlmodules import DEFAULT_MODULE_ID, DefaultModelConfig, MultiRLModuleSpec, RLModuleSpec
 from runners import complete_module_spec
 from runners.callbacks import HOOKS, make_callbacks
-from runners.config import (BOOL, DICT, NON_NEGATIVE, POSITIVE, UNIT, CallbackSettings,
+from runners.config import (BOOL, CONNECTOR_FACTORY, DICT, NON_NEGATIVE, POSITIVE, UNIT, CallbackSettings,
                             DebuggingSettings, EnvironmentSettings, EnvRunnerConfig,
                             EnvRunnersSettings, FaultToleranceSettings, PolicyMappingSettings,
                             ReportingSettings, check_setting, int_at_least, is_search_space,
@@ -93,6 +93,13 @@ class TrainingSettings:
     learner_config_dict: dict = setting(
         {}, DICT,
         "custom settings for a custom learner, read there as config.learner_config_dict")
+    learner_connector: Callable[..., Any] | None = setting(
+        None, CONNECTOR_FACTORY, "called by every learner, (obs_space, action_space) -> "
+        "pieces run on the fragments before the algorithm's own columns (runners.connectors)")
+    add_default_connectors_to_learner_pipeline: bool = setting(
+        True, (lambda v: v is True, "True (the learner always builds the default columns "
+               "from the fragments; learner_connector pieces add to or replace them)"),
+        "the default columns are built after the learner_connector pieces")
 
 
 @dataclass
@@ -536,8 +543,6 @@ class AlgorithmConfig:
 
 
 _NOT_ON_CPU = "not supported: env runners act on CPU"
-_NO_LEARNER_CONNECTORS = ("learner connectors are not supported; add columns in a learner's "
-                          "compute_extra_columns_for_module() or group_fragments()")
 RLLIB_NAMES: Mapping[str, str] = {
     # RLlib keys refused here -> what to do instead (a spelling hint would mislead).
     "num_sgd_iter": "use training(num_epochs=...)",
@@ -552,15 +557,11 @@ RLLIB_NAMES: Mapping[str, str] = {
     "shuffle_batch_per_epoch": "minibatches are always drawn shuffled; drop the argument",
     "use_critic": "PPO always trains its value function here; drop the argument",
     "use_gae": "PPO always uses GAE here (lambda_=1.0 gives Monte-Carlo advantages)",
-    "learner_connector": _NO_LEARNER_CONNECTORS,
-    "add_default_connectors_to_learner_pipeline": _NO_LEARNER_CONNECTORS,
     "num_rollout_workers": "use env_runners(num_env_runners=...)",
     "num_envs_per_worker": "use env_runners(num_envs_per_env_runner=...)",
     "num_cpus_per_worker": "use env_runners(num_cpus_per_env_runner=...)",
     "num_gpus_per_worker": _NOT_ON_CPU,
     "num_gpus_per_env_runner": _NOT_ON_CPU,
-    "module_to_env_connector": "not supported; sample or transform actions in the module's "
-                               "_forward_exploration()",
     "observation_filter": "use env_runners(env_to_module_connector=...)",
     "num_gpus": "use learners(num_gpus_per_learner=...) (learners train, runners act on CPU)",
     "_fake_gpus": "not supported; set learners(num_gpus_per_learner=0) to learn on CPU",

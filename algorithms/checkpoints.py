@@ -65,6 +65,8 @@ SLOTS.update({  # What the names in an algorithm checkpoint's config may stand f
                               values=lambda: [default_policy_mapping_fn]),
     "policies_to_train": _NO_CODE,
     "env_to_module_connector": _NO_CODE,
+    "module_to_env_connector": _NO_CODE,
+    "learner_connector": _NO_CODE,
     "callbacks_class": Slot("an RLlibCallback subclass (or a list of them)",
                             ("runners.callbacks:RLlibCallback",)),
     **dict.fromkeys(HOOKS, _NO_CODE),  # callbacks_hooks: {hook: function or functions}.

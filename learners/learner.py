@@ -1,6 +1,7 @@
 """TorchLearner: turns fragments into gradient updates of the full (training) MultiRLModule.
 
-An algorithm subclasses it and overrides the hooks that ``update`` calls, in this order:
+An algorithm subclasses it and overrides the hooks that ``update`` calls, in this order
+(after the config's ``learner_connector`` pieces, if any, ran on the fragments):
 
 1. ``group_fragments``: which fragments each module trains on (by default its own).
 2. ``compute_extra_columns_for_module``: once per trained module, with that module's
@@ -32,6 +33,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -40,6 +42,8 @@ from rlmodules.apis import SelfSupervisedLossAPI, TargetNetworkAPI, update_targe
 from rlmodules.columns import ALL_MODULES, DEFAULT_MODULE_ID, Columns
 from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from rlmodules.tree import first_leaf, map_tree
+from runners.connectors import LearnerConnectorPipeline, build_learner_connector
+from runners.connectors.learner import apply_learner_connector
 from runners.fragment import Fragment
 from runners.metrics_logger import MetricsLogger
 from learners import distributed
@@ -140,6 +144,7 @@ class TorchLearner:
         self._lifetime: dict[str, dict[str, int]] = {}
         self.metrics = MetricsLogger()
         """What losses and hooks log to (RLlib's ``self.metrics``); reduced once per update."""
+        self._learner_connector: LearnerConnectorPipeline | None = None  # From the config.
         # Minibatch shuffling; seeded per learner so that runs repeat.
         self._rng = np.random.default_rng(
             None if config.seed is None else [config.seed, learner_index])
@@ -196,6 +201,18 @@ class TorchLearner:
         unique = {id(p): p for params in self._optimizer_params.values() for p in params}
         self._synced_params = [p for p in unique.values() if p.requires_grad]
         self._params = [p for p in module.parameters() if p.requires_grad]
+        self._learner_connector = build_learner_connector(
+            getattr(self.config, "learner_connector", None), *self._connector_spaces(module))
+
+    def _connector_spaces(self, module: MultiRLModule) -> tuple[Any, Any]:
+        """The spaces the learner connector factory gets: the module's (the one module's
+        when there is one, else Dicts keyed by module ID)."""
+        subs = {mid: sub for mid, sub in module.items() if not getattr(sub, "learner_only", 0)}
+        if len(subs) == 1:
+            sub = next(iter(subs.values()))
+            return sub.observation_space, sub.action_space
+        return (gym.spaces.Dict({mid: sub.observation_space for mid, sub in subs.items()}),
+                gym.spaces.Dict({mid: sub.action_space for mid, sub in subs.items()}))
 
     def _may_train(self, module_id: str, module: Any,
                    fragments: Sequence[Fragment] | None = None) -> bool:
@@ -371,6 +388,9 @@ class TorchLearner:
         rest averaged over the learners that reported them), identical on every one.
         """
         module = self.module
+        if self._learner_connector is not None:
+            fragments = apply_learner_connector(self._learner_connector, module, fragments,
+                                                self.metrics)
         groups = self.group_fragments(fragments)
         unknown = sorted(set(groups) - set(module.keys()))
         if unknown:

@@ -25,7 +25,7 @@ from torch import distributions as td
 from rlmodules import Columns, RLModule
 from rlmodules.distributions import TorchDistribution, action_dist_from_output
 from rlmodules.tree import first_leaf, map_tree
-from runners.connectors import map_space
+from runners.spaces import map_space
 
 _NOT_A_COLUMN = (Columns.ACTIONS, Columns.ACTION_DIST, Columns.STATE_OUT)
 

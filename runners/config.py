@@ -13,7 +13,7 @@ import gymnasium as gym
 
 from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
 from runners.callbacks import RLlibCallback
-from runners.connectors import EnvToModuleConnector
+from runners.connectors.connector_v2 import ConnectorV2
 
 Check = tuple[Callable[[Any], bool], str]  # A test of a value and what it asks for.
 
@@ -39,6 +39,11 @@ NON_NEGATIVE: Check = (lambda v: is_number(v) and v >= 0, "a number >= 0")
 UNIT: Check = (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 BOOL: Check = (lambda v: isinstance(v, bool), "a bool")
 DICT: Check = (lambda v: isinstance(v, Mapping), "a dict")
+CONNECTOR_FACTORY: Check = (
+    lambda v: v is None or callable(v) or (
+        isinstance(v, (list, tuple)) and all(isinstance(p, ConnectorV2) for p in v)),
+    "None, a callable that makes the pieces (e.g. lambda env, spaces, device: "
+    "MeanStdFilter()), or ConnectorV2 pieces (a piece or a list; each runner gets a copy)")
 
 
 def is_schedule(v: Any) -> bool:
@@ -117,11 +122,14 @@ class EnvRunnersSettings:
     num_envs_per_env_runner: int = setting(1, int_at_least(1), "vectorized envs per runner")
     num_cpus_per_env_runner: float = setting(1.0, POSITIVE, "CPUs Ray reserves per runner")
     env_to_module_connector: Callable[..., Any] | None = setting(
-        None, (lambda v: v is None or (callable(v) and not isinstance(v, EnvToModuleConnector)),
-               "None or a callable that makes the connector, (env, spaces, device) -> connector "
-               "or env -> connector (not a connector instance or a list), e.g. lambda env, "
-               "spaces, device: FlattenObservations()"),
-        "called by every env runner to make its connector (runners.connectors)")
+        None, CONNECTOR_FACTORY, "called by every env runner: its env-to-module pieces, run "
+        "before the default one (runners.connectors)")
+    module_to_env_connector: Callable[..., Any] | None = setting(
+        None, CONNECTOR_FACTORY, "called by every env runner: its module-to-env pieces, run "
+        "on the module's sampled actions before the envs get them")
+    episode_lookback_horizon: int = setting(
+        1, int_at_least(0), "past steps kept in the episodes connectors read across "
+        "sample() calls (at least what the pieces say they read)")
     explore: bool = setting(True, BOOL, "sample() acts with forward_exploration (else "
                             "forward_inference); only calls with this setting count in metrics")
     rollout_fragment_length: int | str = setting(

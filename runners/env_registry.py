@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from runners.connectors import map_space
+from runners.spaces import map_space
 from runners.multi_agent_env import MultiAgentEnv
 
 EnvCreator = Callable[[dict], Any]

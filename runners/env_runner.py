@@ -16,13 +16,14 @@ from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.callbacks import make_callbacks
 from runners.config import EnvRunnerConfig
-from runners.connectors import batch_observations, make_connector, observed_space
+from runners.connectors import build_env_to_module, build_module_to_env
 from runners.env_registry import EnvError, env_creator
 from runners.episodes import SingleAgentEpisode
 from runners.fragment import Episode, Fragment, concat_fragments
 from runners.metrics import log_count, log_episode, log_steps, with_defaults
 from runners.metrics_logger import MetricsLogger
 from runners.module_spec import fill_module_spec
+from runners.spaces import batch_observations
 from runners.vector_env import EnvVector
 from runners.weights import verify_loaded
 
@@ -85,11 +86,15 @@ class EnvRunner:
         self._episodes_to_log: int | None = None  # Episodes sample(num_episodes=N) still counts.
         self.callbacks = make_callbacks(config.callbacks_class, config.callbacks_hooks)
         self._recording = any(self.callbacks.uses(hook) for hook in EPISODE_HOOKS)
+        self._lookback = 0  # Past steps the episodes keep across sample() calls.
+        self._explore = config.explore  # The current sample() call's (connectors get it).
         self._user_episodes: list[Any] = []  # Per env, when recording.
         self._done_episodes: list[Any] = []  # Completed in the current sample() call.
         self._num_env_errors = 0
         self.weights_seq_no = 0
-        self.connector: Any = None
+        self.connector: Any = None  # The env-to-module pipeline (None: the fast path).
+        self.module_to_env: Any = None
+        self._shared_data: dict = {}  # What connector pieces share across calls.
         self.module: MultiRLModule | None = None
         self._make_env = env_creator(config.env)
 
@@ -152,7 +157,8 @@ class EnvRunner:
         else:
             fragments = self._collect(steps, explore, random_actions)[0]
             samples = self._done_episodes + [e for e in self._user_episodes if len(e)]
-            self._user_episodes = [e.cut() if len(e) else e for e in self._user_episodes]
+            self._user_episodes = [e.cut(self._lookback) if len(e) else e
+                                   for e in self._user_episodes]
         if self.callbacks.uses("on_sample_end"):
             self.callbacks.call("on_sample_end", env_runner=self,
                                 metrics_logger=self._call_metrics, samples=samples)
@@ -249,18 +255,46 @@ class EnvRunner:
 
     def get_state(self) -> dict[str, Any]:
         return {"rl_module": self.module.get_state(),
-                "connector": self.connector.get_state() if self.connector else {},
+                "connector": self.get_connector_state(),
                 "weights_seq_no": self.weights_seq_no, "metrics": self.metrics.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load any subset of ``get_state()``'s keys."""
         if "rl_module" in state:
             self.module.set_state(state["rl_module"])
-        if state.get("connector") and self.connector:
-            self.connector.set_state(state["connector"])
+        if state.get("connector"):
+            self.set_connector_state(state["connector"])
         self.weights_seq_no = int(state.get("weights_seq_no", self.weights_seq_no))
         if "metrics" in state:
             self.metrics.set_state(state["metrics"])
+
+    def get_connector_state(self) -> dict[str, Any]:
+        """The connector pipelines' states (``{}`` without stateful pieces)."""
+        state = {}
+        for name, pipeline in (("env_to_module", self.connector),
+                               ("module_to_env", self.module_to_env)):
+            if pipeline is not None and pipeline.get_state():
+                state[name] = pipeline.get_state()
+        return state
+
+    def merge_connector_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """Merge the connector states of several runners (this one's among them) with this
+        runner's pipelines, load the result and return it. Every runner merging the same
+        states gets the same result, so a group does it in one round."""
+        merged = {}
+        for name, pipeline in (("env_to_module", self.connector),
+                               ("module_to_env", self.module_to_env)):
+            parts = [state[name] for state in states if name in state]
+            if pipeline is not None and parts:
+                merged[name] = pipeline.merge_states(parts)
+        self.set_connector_state(merged)
+        return merged
+
+    def set_connector_state(self, state: dict[str, Any]) -> None:
+        for name, pipeline in (("env_to_module", self.connector),
+                               ("module_to_env", self.module_to_env)):
+            if pipeline is not None and name in state:
+                pipeline.set_state(state[name])
 
     def apply(self, fn: Callable[["EnvRunner"], Any]) -> Any:
         """``fn(self)``: how EnvRunnerGroup.foreach_env_runner reaches remote runners."""
@@ -278,11 +312,21 @@ class SingleAgentEnvRunner(EnvRunner):
         super().__init__(config, worker_index)
         self.env = EnvVector(lambda i: self._make_env(self._env_context(i)), self.num_envs)
         self._environment_created(self.env)
-        self.connector = make_connector(config, self.env.envs[0])
+        self.connector = build_env_to_module(config, self.env.envs[0])
+        self.module_to_env = build_module_to_env(config, self.env.envs[0])
         self._raw_space = self.env.single_observation_space
-        self._obs_proto = observation_prototype(
-            observed_space(self.connector, self._raw_space), env_name=config.env)
-        self._nested_obs = not isinstance(self._obs_proto, np.ndarray)
+        self._module_space = self.connector.observation_space if self.connector else \
+            self._raw_space
+        self._module_proto = observation_prototype(self._module_space, env_name=config.env)
+        # What fragments store: the module's input, or with connectors the episodes'
+        # observations as the pieces left them (read from the first reset's).
+        self._obs_proto = None if self.connector else self._module_proto
+        self._module_in: dict[str, Any] = {}  # Connector path: the next forward's input.
+        if self.connector or self.module_to_env:
+            self._recording = True  # Connectors read the episode objects.
+            self._lookback = max(config.episode_lookback_horizon,
+                                 self.connector.required_lookback if self.connector else 0)
+        self._nested_obs = not isinstance(self._module_proto, np.ndarray)
         self.module = self._build_module(self.env.envs[0])
         sub_module = self.module[DEFAULT_MODULE_ID]
         self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space)
@@ -311,11 +355,17 @@ class SingleAgentEnvRunner(EnvRunner):
         pieces: list[tuple[Fragment, tuple]] = []  # With its rows' index into the buffers.
         ended: list[str] = []
         forward, to_env, step_envs = self._forward_fn(explore), self._sampler.to_env, self.env.step
+        self._explore = explore
         for t in range(T):
             if random_actions:
                 step_cols = {Columns.ACTIONS: self.env.action_space.sample()}
             else:
-                step_cols = self._act(forward, obs, explore, buf.get(Columns.STATE_IN), t)
+                module_in = self._module_in if self.connector else \
+                    {Columns.OBS: map_tree(lambda v: v[t], obs)}
+                step_cols = self._act(forward, module_in, explore, buf.get(Columns.STATE_IN), t)
+            if self.module_to_env:
+                step_cols = self._run_module_to_env(step_cols, explore)
+            env_actions = step_cols.pop(Columns.ACTIONS_FOR_ENV, step_cols[Columns.ACTIONS])
             if module_cols is None:
                 module_cols = map_tree(lambda v: np.empty((T, *v.shape), v.dtype), step_cols)
             elif step_cols.keys() != module_cols.keys():
@@ -325,14 +375,18 @@ class SingleAgentEnvRunner(EnvRunner):
                     "first step of this sample() call; return the same keys on every step.")
             for key, value in step_cols.items():
                 write_row(module_cols[key], t, value)
-            next_obs, final_obs, errors = step_envs(to_env(step_cols[Columns.ACTIONS]),
-                                                    rewards[t], terminateds[t], truncateds[t],
-                                                    infos[t + 1])
-            write_row(obs, t + 1, self._to_module(next_obs))
-            if final_obs or errors:
-                self._end_episodes(t, final_obs, errors, buf, pieces, ended)
-            if self._recording:
-                self._record_step(t, step_cols, next_obs, final_obs, errors, buf, infos[t + 1])
+            next_obs, final_obs, errors = step_envs(to_env(env_actions), rewards[t],
+                                                    terminateds[t], truncateds[t], infos[t + 1])
+            if self.connector:
+                self._connector_step(t, step_cols, next_obs, final_obs, errors, buf,
+                                     infos[t + 1], pieces, ended)
+            else:
+                write_row(obs, t + 1, self._to_module(next_obs))
+                if final_obs or errors:
+                    self._end_episodes(t, final_obs, errors, buf, pieces, ended)
+                if self._recording:
+                    self._record_step(t, step_cols, next_obs, final_obs, errors, buf,
+                                      infos[t + 1])
             for i, info in self.env.reset_infos.items():  # The next obs is a reset's.
                 infos[t + 1, i] = info
         log_steps(self._call_metrics, T * N, {DEFAULT_AGENT_ID: T * N}, {DEFAULT_MODULE_ID: T * N})
@@ -352,6 +406,89 @@ class SingleAgentEnvRunner(EnvRunner):
             fragment.columns[Columns.INFOS] = infos[rows].tolist()
         return [fragment for fragment, _ in pieces], ended
 
+    # ---- the connector path -----------------------------------------------------------------
+
+    def _connector_step(self, t: int, step_cols: dict[str, Any], next_obs: list[Any],
+                        final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
+                        buf: dict[str, Any], step_infos: np.ndarray,
+                        pieces: list[tuple[Fragment, tuple]], ended: list[str]) -> None:
+        """Step ``t`` into the episodes, then the env-to-module pipeline: once on the
+        episodes that just ended (so their final observations are processed as every other
+        one, e.g. by a filter, before their fragments take them), then on every env's
+        ongoing episode (new ones from their reset observation) for the next forward."""
+        failed = {i for i, _ in errors}
+        for i, err in errors:
+            self._drop_failed_episode(i, err)
+            self._start_episode(i, start=t + 1)
+        for i in range(self.num_envs):
+            if i not in failed:
+                self._add_env_step(i, t, step_cols, final_obs.get(i, next_obs[i]), buf,
+                                   step_infos[i])
+        done = [i for i in final_obs if i not in failed]
+        if done:
+            self._env_to_module([self._user_episodes[i] for i in done])
+        for i in range(self.num_envs):
+            if i not in failed:
+                self._episode_hook("on_episode_step", i, self.env)
+        for i in done:
+            user, episode = self._user_episodes[i], self._episodes[i]
+            pieces.append(self._end_piece(episode, t + 1, buf[Columns.REWARDS],
+                                          map_tree(lambda v: v[0], self._episode_obs([user])),
+                                          user.is_terminated, user.is_truncated))
+            ended.append(episode.id_)
+            self._log_episode(episode, {DEFAULT_AGENT_ID: episode.get_return()},
+                              {DEFAULT_MODULE_ID: episode.get_return()})
+            self._episode_hook("on_episode_end", i, self.env)
+            self._done_episodes.append(user)
+            self._start_episode(i, start=t + 1)
+        for i in failed.union(done):
+            self._new_user_episode(i, next_obs[i])
+        self._env_to_module(self._user_episodes)
+        write_row(buf[Columns.OBS], t + 1, self._episode_obs(self._user_episodes))
+
+    def _env_to_module(self, episodes: list[SingleAgentEpisode]) -> None:
+        """Run the env-to-module pipeline on ``episodes``; for all envs' episodes, keep its
+        batch (one row per env) as the next forward's input."""
+        batch = self.connector(rl_module=self.module[DEFAULT_MODULE_ID], batch={},
+                               episodes=episodes, explore=self._explore,
+                               shared_data=self._shared_data, metrics=self._call_metrics)
+        if len(episodes) < self.num_envs:
+            return
+        module_in = {}
+        for column, items in batch.items():
+            try:
+                rows = [items[(episode.id_,)][-1] for episode in episodes]
+            except (KeyError, IndexError, TypeError):
+                raise ValueError(
+                    f"The env-to-module pipeline {self.connector!r} left column {column!r} "
+                    "without one item per episode; add items with "
+                    "ConnectorV2.add_batch_item(batch, column, item, episode).") from None
+            if column == Columns.OBS:
+                module_in[column] = map_tree(lambda p, v: np.asarray(v, p.dtype),
+                                             self._module_proto,
+                                             batch_observations(self._module_space, rows))
+            else:
+                module_in[column] = map_tree(lambda *xs: np.stack(xs), *rows)
+        self._module_in = module_in
+
+    def _episode_obs(self, episodes: list[SingleAgentEpisode]) -> Any:
+        """The episodes' latest observations (as the pieces left them) stacked as the
+        fragments store them."""
+        latest = [episode.get_observations(-1) for episode in episodes]
+        if self._obs_proto is None:  # The first reset: the layout for the buffers.
+            self._obs_proto = map_tree(
+                lambda v: np.zeros(np.shape(v), np.float32 if np.issubdtype(
+                    np.asarray(v).dtype, np.floating) else np.asarray(v).dtype), latest[0])
+        return map_tree(lambda p, *xs: np.stack(xs).astype(p.dtype, copy=False),
+                        self._obs_proto, *latest)
+
+    def _run_module_to_env(self, step_cols: dict[str, Any], explore: bool) -> dict[str, Any]:
+        batch = self.module_to_env(rl_module=self.module[DEFAULT_MODULE_ID],
+                                   batch=dict(step_cols), episodes=self._user_episodes,
+                                   explore=explore, shared_data=self._shared_data,
+                                   metrics=self._call_metrics)
+        return batch
+
     def _record_step(self, t: int, step_cols: dict[str, Any], next_obs: list[Any],
                      final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
                      buf: dict[str, Any], step_infos: np.ndarray) -> None:
@@ -361,17 +498,22 @@ class SingleAgentEnvRunner(EnvRunner):
             if i in failed:  # Its episode was dropped.
                 self._new_user_episode(i, next_obs[i])
                 continue
-            row = {k: map_tree(lambda v: v[i], col) for k, col in step_cols.items()}
-            episode.add_env_step(final_obs.get(i, next_obs[i]), row.pop(Columns.ACTIONS),
-                                 buf[Columns.REWARDS][t, i], step_infos[i],
-                                 terminated=buf[Columns.TERMINATEDS][t, i],
-                                 truncated=buf[Columns.TRUNCATEDS][t, i],
-                                 extra_model_outputs=row)
+            self._add_env_step(i, t, step_cols, final_obs.get(i, next_obs[i]), buf,
+                               step_infos[i])
             self._episode_hook("on_episode_step", i, self.env)
             if episode.is_done:
                 self._episode_hook("on_episode_end", i, self.env)
                 self._done_episodes.append(episode)
                 self._new_user_episode(i, next_obs[i])
+
+    def _add_env_step(self, i: int, t: int, step_cols: dict[str, Any], obs: Any,
+                      buf: dict[str, Any], info: dict) -> None:
+        """Env ``i``'s step ``t`` (reaching ``obs``) into its episode object."""
+        row = {k: map_tree(lambda v: v[i], col) for k, col in step_cols.items()}
+        self._user_episodes[i].add_env_step(
+            obs, row.pop(Columns.ACTIONS), buf[Columns.REWARDS][t, i], info,
+            terminated=buf[Columns.TERMINATEDS][t, i], truncated=buf[Columns.TRUNCATEDS][t, i],
+            extra_model_outputs=row)
 
     def _new_user_episode(self, i: int, raw_obs: Any) -> None:
         """The episode object of env ``i``'s new episode, from its reset observation."""
@@ -399,13 +541,24 @@ class SingleAgentEnvRunner(EnvRunner):
                               {DEFAULT_MODULE_ID: episode.get_return()})
             self._start_episode(i, start=t + 1)
 
-    @staticmethod
-    def _end_piece(episode: Episode, stop: int, rewards: np.ndarray, last_obs: Any,
+    def _end_piece(self, episode: Episode, stop: int, rewards: np.ndarray, last_obs: Any,
                    terminated: bool = False, truncated: bool = False) -> tuple[Fragment, tuple]:
-        """The episode's rows up to ``stop`` in this call, their steps added to the episode."""
+        """The episode's rows up to ``stop`` in this call, their steps added to the episode;
+        with a lookback, a piece that goes on from the last call gets the observations
+        before it (what its episode object kept)."""
         rows = (slice(episode.start, stop), episode.env_index)
+        t_started = episode.length
         episode.add_steps(stop - episode.start, rewards[rows].sum())
-        return episode.fragment(DEFAULT_MODULE_ID, {}, last_obs, terminated, truncated), rows
+        fragment = episode.fragment(DEFAULT_MODULE_ID, {}, last_obs, terminated, truncated,
+                                    t_started=t_started)
+        if self._lookback and episode.start == 0 and t_started:
+            user = self._user_episodes[episode.env_index]
+            before = user.get_observations(slice(-self._lookback, 0), neg_index_as_lookback=True)
+            if before:
+                fragment.lookback_obs = map_tree(
+                    lambda p, *xs: np.stack(xs).astype(p.dtype, copy=False), self._obs_proto,
+                    *before)
+        return fragment, rows
 
     def _forward_fn(self, explore: bool) -> Callable[[dict], dict]:
         """The sub-module's forward_exploration/forward_inference, batch -> output."""
@@ -415,16 +568,17 @@ class SingleAgentEnvRunner(EnvRunner):
         multi_forward = getattr(self.module, name)
         return lambda batch: multi_forward({DEFAULT_MODULE_ID: batch})[DEFAULT_MODULE_ID]
 
-    def _act(self, forward: Callable[[dict], dict], obs: Any, explore: bool,
+    def _act(self, forward: Callable[[dict], dict], module_in: dict[str, Any], explore: bool,
              state_in: dict | None, t: int) -> dict[str, Any]:
-        """One batched forward pass on row ``t`` of the obs buffers (all envs); the step's
-        module columns. Nested obs reach the module in fresh dicts/tuples (it may pop keys,
-        e.g. an action mask) of tensors that share the buffers' memory."""
-        batch: dict[str, Any] = {Columns.OBS: map_tree(lambda v: torch.from_numpy(v[t]), obs)}
+        """One batched forward pass on ``module_in`` (numpy columns, a row per env: the obs
+        buffers' row ``t``, or the env-to-module pipeline's batch); the step's module
+        columns. Nested obs reach the module in fresh dicts/tuples (it may pop keys, e.g. an
+        action mask) of tensors that share the numpy memory."""
+        batch: dict[str, Any] = {k: map_tree(torch.from_numpy, v) for k, v in module_in.items()}
         if self._state:
             for key, value in self._state.items():
                 state_in[key][t] = value.numpy()
-            batch = {Columns.OBS: map_tree(lambda v: v.unsqueeze(1), batch[Columns.OBS]),
+            batch = {**{k: map_tree(lambda v: v.unsqueeze(1), v) for k, v in batch.items()},
                      Columns.STATE_IN: self._state}
         out = forward(batch)
         if self._state:
@@ -432,10 +586,8 @@ class SingleAgentEnvRunner(EnvRunner):
         return self._sampler.columns(out, explore, self.num_envs)
 
     def _to_module(self, raw_obs: list[Any]) -> Any:
-        """Module-side observations of all envs (through the connector, if any): what
-        ``write_row`` takes (a plain Box's stay a list, numpy stacks it while writing)."""
-        if self.connector:
-            return self.connector(batch_observations(self._raw_space, raw_obs), self._raw_space)
+        """Module-side observations of all envs (no connectors): what ``write_row`` takes
+        (a plain Box's stay a list, numpy stacks it while writing)."""
         return batch_observations(self._raw_space, raw_obs) if self._nested_obs else raw_obs
 
     def _module_obs(self, raw_obs: list[Any]) -> Any:
@@ -452,7 +604,6 @@ class SingleAgentEnvRunner(EnvRunner):
     def _reset_all(self, seed: int | None = None) -> None:
         """Every env on a new episode (and its episode object, when recording)."""
         raw_obs = self.env.reset(seed=seed)
-        self._obs = self._module_obs(raw_obs)
         self._infos = np.empty(self.num_envs, object)
         self._infos[:] = [self.env.reset_infos[i] for i in range(self.num_envs)]
         if self._recording:
@@ -461,6 +612,11 @@ class SingleAgentEnvRunner(EnvRunner):
             self._start_episode(i)
             if self._recording:
                 self._new_user_episode(i, raw_obs[i])
+        if self.connector:
+            self._env_to_module(self._user_episodes)
+            self._obs = self._episode_obs(self._user_episodes)
+        else:
+            self._obs = self._module_obs(raw_obs)
 
     def _start_new_episodes(self) -> None:
         self._reset_all()

@@ -116,11 +116,18 @@ class EnvRunnerGroup(ABC):
         out["env_runner_node_ids"] = sorted({r["node_id"] for r in reports if r["node_id"]})
         return out
 
+    def sync_env_runner_states(self) -> dict[str, Any]:
+        """Merge the connector states of all runners (e.g. every MeanStdFilter's counts) and
+        load the result into each; returns it ({} without stateful pieces)."""
+        states = self.foreach_env_runner(_connector_state)
+        if not any(states):
+            return {}
+        return self.foreach_env_runner(lambda runner: runner.merge_connector_states(states))[0]
+
     def get_state(self) -> dict[str, Any]:
         """Connector state (of the first runner), counters and the recent-episode window, for
         algorithm checkpoints."""
-        first = self.foreach_env_runner(
-            lambda runner: runner.connector.get_state() if runner.connector else {})[0]
+        first = self.foreach_env_runner(_connector_state)[0]
         return {"connector": first, "weights_seq_no": self._weights_seq_no,
                 "num_env_runner_restarts": self.num_env_runner_restarts,
                 "metrics": self._metrics.get_state()}
@@ -173,6 +180,10 @@ class LocalEnvRunnerGroup(EnvRunnerGroup):
         if self.local_env_runner is not None:
             self.local_env_runner.stop()
             self.local_env_runner = None
+
+
+def _connector_state(runner: EnvRunner) -> dict[str, Any]:
+    return runner.get_connector_state()
 
 
 def _report(runner: EnvRunner) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class Fragment:
     Observations and actions of Dict/Tuple spaces are nested as the space: dicts/tuples of
     [T, ...] arrays in ``columns`` (and of single observations in ``last_obs``).
 
+    ``t_started`` is the episode step at which the fragment begins; ``lookback_obs`` (only
+    from runners with an env-to-module connector that reads past steps) holds up to that
+    many observations before ``obs[0]``, [L, ...].
+
     ``agent_id`` is None for single-agent envs. ``last_obs`` is the observation after step
     T-1: the terminal observation when ``terminated``, otherwise the one to bootstrap the
     value from (time-limit truncation or a fragment cut by ``rollout_fragment_length``).
@@ -41,6 +45,8 @@ class Fragment:
     last_obs: Any
     terminated: bool
     truncated: bool
+    t_started: int = 0
+    lookback_obs: Any = None
 
     def __len__(self) -> int:
         return len(self.columns["rewards"])
@@ -75,9 +81,10 @@ class Episode:
 
     def fragment(self, module_id: str, columns: dict[str, Any], last_obs: Any,
                  terminated: bool = False, truncated: bool = False,
-                 agent_id: Hashable | None = None) -> Fragment:
+                 agent_id: Hashable | None = None, t_started: int = 0) -> Fragment:
         """A Fragment of this episode (the runner may fill its columns in later)."""
-        return Fragment(module_id, agent_id, self.id_, columns, last_obs, terminated, truncated)
+        return Fragment(module_id, agent_id, self.id_, columns, last_obs, terminated, truncated,
+                        t_started)
 
 
 def concat_fragments(pieces: list[Fragment]) -> Fragment:
@@ -88,4 +95,5 @@ def concat_fragments(pieces: list[Fragment]) -> Fragment:
                          for p in pieces))
     if Columns.INFOS in pieces[0].columns:
         columns[Columns.INFOS] = infos
-    return dataclasses.replace(pieces[-1], columns=columns)
+    return dataclasses.replace(pieces[-1], columns=columns, t_started=pieces[0].t_started,
+                               lookback_obs=pieces[0].lookback_obs)

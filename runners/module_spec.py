@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from rlmodules import DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec
 from runners.config import EnvRunnerConfig
-from runners.connectors import make_connector, observed_space
+from runners.connectors import build_env_to_module
 from runners.env_registry import make_env
 from runners.multi_agent_env import MultiAgentEnv
 
@@ -18,20 +18,21 @@ from runners.multi_agent_env import MultiAgentEnv
 def complete_module_spec(config: EnvRunnerConfig) -> MultiRLModuleSpec:
     """The config's module spec as a MultiRLModuleSpec with every sub-spec's spaces filled.
 
-    Builds one env (and the env-to-module connector) to read the spaces. Spaces the user set
+    Builds one env (and the env-to-module pipeline) to read the spaces. Spaces the user set
     are kept but must fit the env's. ``config.module_ids`` (default: the ids
     ``policy_mapping_fn`` maps the env's agents to) expands a single shared spec (a plain
     RLModuleSpec, or a MultiRLModuleSpec holding one).
     """
     env = make_env(config.env, config.env_config)
     try:
-        return fill_module_spec(config, env, make_connector(config, env))
+        return fill_module_spec(config, env, build_env_to_module(config, env))
     finally:
         env.close()
 
 
 def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any) -> MultiRLModuleSpec:
-    """``complete_module_spec`` for an env (and connector) the caller already built."""
+    """``complete_module_spec`` for an env (and env-to-module pipeline, or None) the caller
+    already built: modules see the pipeline's output observation space."""
     user = config.rl_module_spec
     if user is None:
         raise ValueError("EnvRunnerConfig.rl_module_spec is None; pass an RLModuleSpec (or "
@@ -66,10 +67,11 @@ def fill_module_spec(config: EnvRunnerConfig, env: Any, connector: Any) -> Multi
                                     env.get_action_space(agent_id)) if multi_agent \
                 else (env.observation_space, env.action_space)
             who = f"env {env_name!r}" + (f", agent {agent_id!r}" if multi_agent else "")
-            agent_connector = (connector and connector.for_agent(agent_id)) if multi_agent \
-                else connector
-            spec.observation_space = _fit(spec.observation_space, observed_space(
-                agent_connector, obs_space), "observation_space", module_id, spec, who)
+            if connector is not None:
+                obs_space = connector.observation_space[agent_id] if multi_agent \
+                    else connector.observation_space
+            spec.observation_space = _fit(spec.observation_space, obs_space,
+                                          "observation_space", module_id, spec, who)
             spec.action_space = _fit(spec.action_space, act_space, "action_space",
                                      module_id, spec, who)
     return dataclasses.replace(user, rl_module_specs=specs)

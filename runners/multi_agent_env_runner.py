@@ -12,7 +12,7 @@ from rlmodules import Columns
 from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
-from runners.connectors import batch_observations, make_connector, observed_space
+from runners.connectors import FrameStackingEnvToModule, build_env_to_module
 from runners.env_registry import check_observation, check_step_result, rebuild_env, reset_env
 from runners.env_runner import EnvRunner, clip_rewards, observation_prototype, stateful_output
 from runners.episodes import MultiAgentEpisode
@@ -94,12 +94,16 @@ class MultiAgentEnvRunner(EnvRunner):
     def __init__(self, config: EnvRunnerConfig, worker_index: int = 0):
         super().__init__(config, worker_index)
         self.env: list[MultiAgentEnv] = [self._new_env(e) for e in range(self.num_envs)]
-        self.connector = make_connector(config, self.env[0])
-        self._connectors = {aid: self.connector and self.connector.for_agent(aid)
-                            for aid in self.env[0].possible_agents}
+        self.connector = build_env_to_module(config, self.env[0])
+        if self.connector:
+            check_multi_agent_pipeline(self.connector)
+            self._recording = True  # The pipeline reads the episode objects.
+            self._lookback = max(config.episode_lookback_horizon,
+                                 self.connector.required_lookback)
         self._obs_protos = {  # agent id -> one obs; also rejects spaces it cannot batch.
-            aid: observation_prototype(observed_space(
-                self._connectors[aid], self.env[0].get_observation_space(aid)), config.env)
+            aid: observation_prototype(
+                self.connector.observation_space[aid] if self.connector
+                else self.env[0].get_observation_space(aid), config.env)
             for aid in self.env[0].possible_agents}
         self._unchecked = True  # The first reset and step check what the env returns.
         self.module = self._build_module(self.env[0])
@@ -214,6 +218,10 @@ class MultiAgentEnvRunner(EnvRunner):
             check_observation(self.env[e], result[0], name)
             self._unchecked = False
         obs, rewards, terminateds, truncateds, infos = result
+        if self._recording:
+            self._user_episodes[e].add_env_step(obs, rewards, infos, terminateds, truncateds)
+            if self.connector:
+                obs = self._through_pipeline(e, obs)
         episode.add_steps(1, sum(rewards.values()))
         for agent_id, reward in rewards.items():
             episode.agent_returns[agent_id] = episode.agent_returns.get(agent_id, 0.0) + reward
@@ -224,7 +232,7 @@ class MultiAgentEnvRunner(EnvRunner):
         episode_done = all_terminated or bool(truncateds.get("__all__", False))
         episode.obs = {}
         for agent_id, raw in obs.items():
-            episode.last_obs[agent_id] = self._to_module(self.env[e], agent_id, raw)
+            episode.last_obs[agent_id] = self._to_module(agent_id, raw)
             episode.infos[agent_id] = infos.get(agent_id, {})
             if not (terminateds.get(agent_id) or truncateds.get(agent_id) or episode_done):
                 episode.obs[agent_id] = episode.last_obs[agent_id]
@@ -237,7 +245,6 @@ class MultiAgentEnvRunner(EnvRunner):
                                                 episode.last_obs[agent_id],
                                                 self.config.clip_rewards, term, trunc))
         if self._recording:
-            self._user_episodes[e].add_env_step(obs, rewards, infos, terminateds, truncateds)
             self._episode_hook("on_episode_step", e, self.env[e])
             if episode_done:
                 self._episode_hook("on_episode_end", e, self.env[e])
@@ -284,14 +291,19 @@ class MultiAgentEnvRunner(EnvRunner):
                                                     self._initial_states[module_id])
         return module_id
 
-    def _to_module(self, env: MultiAgentEnv, agent_id: Hashable, raw: Any) -> Any:
-        """One agent's module-side observation: arrays of the buffer dtypes, nested as its
-        (connector-processed) observation space."""
-        connector = self._connectors.get(agent_id)
-        if connector:
-            space = env.get_observation_space(agent_id)
-            raw = map_tree(lambda v: v[0], connector(batch_observations(space, [raw]), space))
-        return map_tree(lambda p, v: np.asarray(v, p.dtype), self._obs_protos[agent_id], raw)
+    def _to_module(self, agent_id: Hashable, obs: Any) -> Any:
+        """One agent's module-side observation (after the pipeline, if any): arrays of the
+        buffer dtypes, nested as its observation space."""
+        return map_tree(lambda p, v: np.asarray(v, p.dtype), self._obs_protos[agent_id], obs)
+
+    def _through_pipeline(self, e: int, obs: dict) -> dict:
+        """The env-to-module pipeline on env ``e``'s episode (which holds ``obs`` now):
+        ``{agent_id: what its module sees}`` for the agents in ``obs``."""
+        batch = self.connector(rl_module=self.module, batch={}, episodes=[self._user_episodes[e]],
+                               explore=self._explore, shared_data=self._shared_data,
+                               metrics=self._call_metrics)
+        seen = {key[1]: items[-1] for key, items in batch.get(Columns.OBS, {}).items()}
+        return {agent_id: seen.get(agent_id, raw) for agent_id, raw in obs.items()}
 
     def _new_episode(self, e: int, seed: int | None = None) -> OpenEpisode:
         """Reset env ``e``: its new episode (the old one's open tracks are dropped), and its
@@ -302,15 +314,17 @@ class MultiAgentEnvRunner(EnvRunner):
         if self._unchecked:
             check_observation(env, raw_obs, f"{name}, reset()")
         episode = OpenEpisode(e)
-        episode.last_obs = {aid: self._to_module(env, aid, raw) for aid, raw in raw_obs.items()}
-        episode.obs = dict(episode.last_obs)
         if self._recording:
             user = self._user_episodes[e] = MultiAgentEpisode(
                 episode.id_, agent_to_module_mapping_fn=self.config.policy_mapping_fn)
             user._agent_to_module = episode.agent_to_module  # One mapping for both.
             self._episode_hook("on_episode_created", e, env)
             user.add_env_reset(raw_obs, reset_infos)
+            if self.connector:
+                raw_obs = self._through_pipeline(e, raw_obs)
             self._episode_hook("on_episode_start", e, env)
+        episode.last_obs = {aid: self._to_module(aid, raw) for aid, raw in raw_obs.items()}
+        episode.obs = dict(episode.last_obs)
         return episode
 
     def _start_new_episodes(self) -> None:
@@ -319,3 +333,14 @@ class MultiAgentEnvRunner(EnvRunner):
     def stop(self) -> None:
         for env in self.env:
             env.close()
+
+
+def check_multi_agent_pipeline(pipeline: Any) -> None:
+    """Multi-agent runners train on what the module saw; frame stacking, which keeps single
+    frames in the episodes for its learner twin to restack, is single-agent only here."""
+    for piece in pipeline.connectors:
+        if isinstance(piece, FrameStackingEnvToModule):
+            raise TypeError("FrameStackingEnvToModule runs in single-agent env runners only; "
+                            "in a MultiAgentEnv stack frames in the env itself (e.g. "
+                            "gymnasium.wrappers.FrameStackObservation on each agent's "
+                            "observations).")

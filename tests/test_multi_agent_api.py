@@ -286,11 +286,24 @@ def test_single_agent_three_argument_factory_gets_vector_and_single_spaces():
     assert runner.sample()[0].columns[Columns.OBS].shape[1:] == (16,)
 
 
-@pytest.mark.parametrize("wrong", [FlattenObservations(), [FlattenObservations()]])
-def test_a_connector_instead_of_a_factory_is_named(wrong):
-    with pytest.raises(ValueError, match="env_to_module_connector=.*must be None or a callable "
-                                         "that makes the connector.*not a connector instance"):
-        ma_config(MixedEnv, env_to_module_connector=wrong)
+@pytest.mark.parametrize("given", [FlattenObservations(multi_agent=True, agent_ids=["d"]),
+                                   [FlattenObservations(multi_agent=True, agent_ids=["d"])]])
+def test_connector_pieces_given_instead_of_a_factory_work(given):
+    config = ma_config(MixedEnv, **per_agent("pd", "pb", pd=MLPModule, pb=MLPModule),
+                       env_to_module_connector=given, rollout_fragment_length=3)
+    config.policy_mapping_fn = lambda agent_id, episode, **kw: f"p{agent_id}"
+    assert complete_module_spec(config).rl_module_specs["pd"].observation_space.shape == (5,)
+    runner = MultiAgentEnvRunner(config)
+    pieces = given if isinstance(given, list) else [given]
+    assert runner.connector.connectors[0] is not pieces[0]  # Each runner gets a copy.
+    obs = {f.agent_id: f.columns[Columns.OBS] for f in runner.sample()}
+    assert obs["d"].shape[1:] == (5,)
+
+
+def test_a_wrong_connector_setting_is_named():
+    with pytest.raises(ValueError, match="env_to_module_connector='flatten' is invalid; it "
+                                         "must be None, a callable that makes the pieces"):
+        ma_config(MixedEnv, env_to_module_connector="flatten")
 
 
 # ---- learner-only modules -----------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Module-to-env pieces: they get the step's columns (numpy ``actions`` and the module's
+other outputs, one row per env) and may change them; ``actions_for_env``, when a piece
+sets it, is what the envs get (``actions`` stays what learners train on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rlmodules.columns import Columns
+from runners.connectors.connector_v2 import ConnectorV2
+from runners.spaces import map_space
+
+
+class NormalizeAndClipActions(ConnectorV2):
+    """``actions_for_env`` from ``actions`` for Box action spaces: with
+    ``normalize_actions`` the module acts in [-1, 1] and actions are scaled to the space's
+    bounds; with ``clip_actions`` they are clipped to the bounds."""
+
+    def __init__(self, input_observation_space: gym.Space | None = None,
+                 input_action_space: gym.Space | None = None, *,
+                 normalize_actions: bool = True, clip_actions: bool = False,
+                 **kwargs: Any) -> None:
+        self.normalize_actions, self.clip_actions = normalize_actions, clip_actions
+        super().__init__(input_observation_space, input_action_space, **kwargs)
+
+    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
+                 **kwargs: Any) -> dict[str, Any]:
+        space = self.input_action_space or getattr(rl_module, "action_space", None)
+        if space is None:
+            raise ValueError("NormalizeAndClipActions needs the action space: build it with "
+                             "input_action_space=... or act with a module that has one.")
+        batch[Columns.ACTIONS_FOR_ENV] = map_space(
+            space, batch[Columns.ACTIONS], lambda s, a, path: self._convert(s, a))
+        return batch
+
+    def _convert(self, space: gym.Space, actions: Any) -> Any:
+        if not isinstance(space, spaces.Box):
+            return actions
+        actions = np.asarray(actions, np.float32)
+        if self.normalize_actions and np.all(np.isfinite(space.low)) and \
+                np.all(np.isfinite(space.high)):
+            actions = space.low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * \
+                (space.high - space.low)
+        elif self.clip_actions:
+            actions = np.clip(actions, space.low, space.high)
+        return actions.astype(space.dtype, copy=False)
+
+
+__all__ = ["NormalizeAndClipActions"]
