@@ -283,7 +283,7 @@ def class_path(obj: Any) -> str:
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
-def _lookup(name: str) -> Any:
+def lookup(name: str) -> Any:
     """The object named "module:qualname": imports the module, then reads attributes
     statically (no descriptor or module ``__getattr__`` runs)."""
     module_name, _, qualname = name.partition(":")
@@ -295,7 +295,7 @@ def _lookup(name: str) -> Any:
 
 def _importable(obj: Any) -> bool:
     try:
-        return _lookup(class_path(obj)) is obj
+        return lookup(class_path(obj)) is obj
     except (ImportError, AttributeError, ValueError):
         return False
 
@@ -348,7 +348,7 @@ def resolve(name: Any, slot: str, key: str, path: Any, trusted: Sequence[Any] = 
     if not fits.bases:
         raise CheckpointError(refused)
     try:
-        obj = _lookup(name)
+        obj = lookup(name)
     except Exception as err:  # Whatever importing the named module raised.
         module_name, _, qualname = str(name).partition(":")
         raise CheckpointError(
@@ -358,7 +358,7 @@ def resolve(name: Any, slot: str, key: str, path: Any, trusted: Sequence[Any] = 
             f"or pass it: from_checkpoint(path, trusted=[{qualname.rpartition('.')[2]}]) (an "
             "algorithm: from_checkpoint(path, config=my_config)); or build the module yourself "
             "and call restore_from_path().") from err
-    if not (inspect.isclass(obj) and issubclass(obj, tuple(_lookup(b) for b in fits.bases))):
+    if not (inspect.isclass(obj) and issubclass(obj, tuple(lookup(b) for b in fits.bases))):
         raise CheckpointError(refused)
     return obj
 
@@ -410,7 +410,7 @@ def load_module(path: str | os.PathLike, trusted: Sequence[Any] = ()) -> Any:
                   "class", path, trusted)
     args = from_json(meta.get("ctor_args", {}), path, "ctor_args", trusted)
     specs = args.get("rl_module_specs") if multi else {}
-    spec_class = _lookup("rlmodules.rl_module:RLModuleSpec")
+    spec_class = lookup("rlmodules.rl_module:RLModuleSpec")
     if not (isinstance(specs, dict) and all(isinstance(s, spec_class) for s in specs.values())):
         raise CheckpointError(f"Checkpoint '{path}': ctor_args['rl_module_specs'] must map "
                               f"module IDs to RLModuleSpecs, got {specs!r}.")

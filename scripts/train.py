@@ -7,6 +7,8 @@
     python scripts/train.py --checkpoint-every 10  # a checkpoint every 10 iterations
     python scripts/train.py --restore runs/<time>  # continue a killed or finished run
     python scripts/train.py --eval-interval 5      # greedy evaluation every 5 iterations
+    python scripts/train.py --set training.lr=3e-4 --set env_runners.num_envs_per_env_runner=16
+    python scripts/train.py --env my_envs:MyEnv --module my_modules:MyModule
 
 Every run has a run directory (--run-dir, default ./runs/<time>/) holding its flags
 (args.json), every iteration's results (results.jsonl, TensorBoard files if installed) and its
@@ -17,19 +19,31 @@ first of --stop-reward / --stop-timesteps / --stop-iters. With --eval-interval N
 iteration evaluates greedily for --eval-duration episodes (an evaluation runner in this
 process) and --stop-reward applies to that evaluation's mean return instead of the training
 return (which explores).
+
+--set SECTION.KEY=VALUE sets any config setting: SECTION is the config's builder method
+(training, env_runners, environment, rl_module, learners, evaluation, ...), VALUE a Python
+literal (3e-4, 16, [64, 64], {'fcnet_hiddens': [32]}, True, None) or else a plain string; the
+last --set of a key wins. --env and --module also take package.module:Class, imported from
+the installed packages or the current directory. At the start the script prints the settings
+that differ from the algorithm's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+from algorithms.algorithm_config import AlgorithmConfig, Builder
 from algorithms.checkpoints import find_checkpoint
 from algorithms.run_log import RESULTS_FILE, Progress, RunLog, new_run_dir
+from rlmodules import RLModule, RLModuleSpec
+from rlmodules.checkpoint import lookup as lookup_class_path
 
 ARGS_FILE = "args.json"
 
@@ -38,7 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algo", choices=["PPO", "VPG"], default="PPO")
     parser.add_argument("--env", default="CartPole-v1",
-                        help="gymnasium id or a name registered with runners.register_env")
+                        help="gymnasium id, a name registered with runners.register_env, or "
+                             "an env class as package.module:Class")
+    parser.add_argument("--module", default=None, metavar="PACKAGE.MODULE:CLASS",
+                        help="the RLModule class to train (default: the algorithm's)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="any config setting, e.g. training.lr=3e-4 (repeatable)")
     parser.add_argument("--num-env-runners", type=int, default=0,
                         help="Ray env runner actors; 0 samples in this process")
     parser.add_argument("--num-learners", type=int, default=0,
@@ -76,6 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("stop_timesteps", "stop_iters", "eval_interval", "eval_duration"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
+    for text in args.set:
+        try:
+            parse_setting(text)
+        except ValueError as err:
+            parser.error(str(err))
+    if args.module is not None and not is_class_path(args.module):
+        parser.error(f"--module {args.module}: give the class as package.module:Class")
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else None
     if ckpt and ckpt.exists() and not (ckpt.is_dir() and (
             (ckpt / "metadata.json").is_file() or not any(ckpt.iterdir()))):
@@ -101,6 +127,72 @@ def locate_restore(path: str, parser: argparse.ArgumentParser
         parser.error(f"--restore {path}: no algorithm checkpoint there (expected a run "
                      "directory or checkpoint written by this script or Algorithm.save_to_path)")
     return str(checkpoint), str(run_dir) if run_dir else None, saved
+
+
+def parse_setting(text: str) -> tuple[str, str, Any]:
+    """--set SECTION.KEY=VALUE -> (section, key, value): the value as a Python literal where
+    it is one, else the text itself (so env names need no quotes)."""
+    target, equals, value = text.partition("=")
+    section, dot, key = target.partition(".")
+    if not (equals and dot and section and key):
+        raise ValueError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. training.lr=3e-4")
+    try:
+        return section, key, ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError):
+        return section, key, value
+
+
+def is_class_path(name: str) -> bool:
+    """Whether ``name`` is package.module:Class (gymnasium's module:Env-v0 ids are not)."""
+    module, colon, qualname = name.partition(":")
+    return bool(colon) and all(part.isidentifier() for part in [*module.split("."),
+                                                                 *qualname.split(".")])
+
+
+def import_class(flag: str, path: str) -> Any:
+    """The class package.module:Class names. The current directory is searched too, as Ray
+    workers (which import it again) search their driver's."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        return lookup_class_path(path)
+    except Exception as err:  # Whatever importing the module raised.
+        sys.exit(f"train.py: error: {flag} {path}: cannot import it ({type(err).__name__}: "
+                 f"{err}); give package.module:Class of a module importable from here")
+
+
+def build_config(args: argparse.Namespace) -> AlgorithmConfig:
+    """The algorithm's defaults, then the flags, then each --set (so --set has the last word)."""
+    if args.algo == "PPO":
+        from algorithms.ppo import PPOConfig as Config
+    else:
+        from algorithms.vpg import VPGConfig as Config
+    cpus = 1 if args.address else 0.5  # Local Ray: runners and learners share the cores.
+    env = import_class("--env", args.env) if is_class_path(args.env) else args.env
+    config = (Config()
+              .environment(env)
+              .env_runners(num_env_runners=args.num_env_runners, num_cpus_per_env_runner=cpus)
+              .learners(num_learners=args.num_learners, num_cpus_per_learner=cpus)
+              .debugging(seed=args.seed))
+    if args.module:
+        module_class = import_class("--module", args.module)
+        if not (isinstance(module_class, type) and issubclass(module_class, RLModule)):
+            sys.exit(f"train.py: error: --module {args.module} is not an RLModule subclass")
+        config.rl_module(rl_module_spec=RLModuleSpec(module_class=module_class))
+    if args.eval_interval:
+        config.evaluation(evaluation_interval=args.eval_interval,
+                          evaluation_duration=args.eval_duration)
+    sections = sorted(name for name in dir(Config) if isinstance(getattr(Config, name), Builder))
+    for text in args.set:
+        section, key, value = parse_setting(text)
+        if section not in sections:
+            sys.exit(f"train.py: error: --set {text}: '{section}' is not a section of "
+                     f"{Config.__name__}; sections: {', '.join(sections)}")
+        try:  # The builder method checks the key and the value, naming what is wrong.
+            getattr(config, section)(**{key: value})
+        except (TypeError, ValueError) as err:
+            sys.exit(f"train.py: error: --set {text}: {err}")
+    return config
 
 
 def make_run_dir(args: argparse.Namespace) -> tuple[Path, str]:
@@ -138,25 +230,14 @@ def init_ray(address: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # 1. Config: the algorithm's defaults plus what the flags say.
+    config = build_config(args)
     run_dir, checkpoint = make_run_dir(args)
     print(f"run dir: {run_dir}", flush=True)
-    if args.address or args.num_env_runners or args.num_learners:
+    print(f"settings that differ from the defaults: {config!r}", flush=True)
+    if args.address or config.num_env_runners or config.num_learners or \
+            config.evaluation_num_env_runners:
         init_ray(args.address)
-
-    # 1. Config: the algorithm's defaults plus what the flags say.
-    if args.algo == "PPO":
-        from algorithms.ppo import PPOConfig as Config
-    else:
-        from algorithms.vpg import VPGConfig as Config
-    cpus = 1 if args.address else 0.5  # Local Ray: runners and learners share the cores.
-    config = (Config()
-              .environment(args.env)
-              .env_runners(num_env_runners=args.num_env_runners, num_cpus_per_env_runner=cpus)
-              .learners(num_learners=args.num_learners, num_cpus_per_learner=cpus)
-              .debugging(seed=args.seed))
-    if args.eval_interval:
-        config.evaluation(evaluation_interval=args.eval_interval,
-                          evaluation_duration=args.eval_duration)
 
     # 2. Build: env runners, learners, first weight sync (then, if asked, load a checkpoint).
     try:

@@ -1,4 +1,5 @@
-"""scripts/train.py on a real two-node Ray cluster on this machine (tests/ray_cluster.py).
+"""scripts/train.py and Ray Tune on a real two-node Ray cluster on this machine
+(tests/ray_cluster.py).
 
 The head has 2 CPUs, the second node 1; on a cluster train.py gives each env runner 1 CPU,
 so its two runners must spread over both nodes.
@@ -7,6 +8,7 @@ so its two runners must spread over both nodes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +20,8 @@ from ray_cluster import LocalRayCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-SCRIPT = str(Path(__file__).resolve().parents[1] / "scripts" / "train.py")
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = str(REPO / "scripts" / "train.py")
 
 
 def start_training(cluster: LocalRayCluster, run_dir: Path, stop_iters: int) -> subprocess.Popen:
@@ -88,3 +91,94 @@ def test_losing_a_node_moves_its_runner_and_training_goes_on(tmp_path):
     steps = [r["num_env_steps_sampled_lifetime"] for r in results]
     assert all(a < b for a, b in zip(steps, steps[1:]))
     assert returns(results)[-1] > 2 * returns(results)[lost_at]
+
+
+def job_client(cluster: LocalRayCluster):
+    """A Ray Jobs client of the cluster's dashboard, sending the cluster's token (this test
+    process's own Ray, if any, has another)."""
+    from ray.job_submission import JobSubmissionClient
+
+    token = Path(cluster.env["RAY_AUTH_TOKEN_PATH"]).read_text()
+    return JobSubmissionClient(cluster.dashboard_url,
+                               headers={"Authorization": f"Bearer {token}"})
+
+
+def test_train_py_runs_unchanged_as_a_ray_job_and_learns():
+    from ray.job_submission import JobStatus
+
+    with LocalRayCluster(cpus_per_node=[2, 1], dashboard=True) as cluster:
+        # As the README says to submit it, from the repository root.
+        submit = subprocess.run(
+            ["ray", "job", "submit", "--address", cluster.dashboard_url, "--working-dir", ".",
+             "--submission-id", "train", "--no-wait", "--",
+             "python", "scripts/train.py", "--address", "auto", "--num-env-runners", "2",
+             "--stop-reward", "100", "--stop-iters", "30"],
+            cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=120)
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        client = job_client(cluster)
+        deadline = time.monotonic() + 300
+        while not (status := client.get_job_status("train")).is_terminal():
+            assert time.monotonic() < deadline, client.get_job_logs("train")[-3000:]
+            time.sleep(1)
+        logs, message = client.get_job_logs("train"), client.get_job_info("train").message
+    assert status == JobStatus.SUCCEEDED, f"{message}\n{logs[-3000:]}"
+    assert "settings that differ from the defaults: PPOConfig(" in logs
+    returns = [float(r) for r in re.findall(r"^iter .* mean return +(\S+)", logs, re.M)]
+    assert len(returns) >= 2 and returns[-1] > 2 * returns[0], returns
+    assert re.search(r"^checkpoint: .*/checkpoint$", logs, re.M)
+
+
+# A Tune driver on the cluster (a process of its own: the test process may hold another Ray).
+# Each trial records, from inside its actor, its placement group and where its env runner is.
+TUNE_ON_CLUSTER = """
+import json, sys
+import ray
+from ray import tune
+from ray.util import get_current_placement_group, placement_group_table
+from algorithms.ppo import PPO, PPOConfig
+from algorithms.tune import trainable
+
+def runner_placement(runner):
+    group = get_current_placement_group()
+    return {"group": group and group.id.hex(), "node": ray.get_runtime_context().get_node_id()}
+
+def record_placement(algorithm, result, **kwargs):
+    group = get_current_placement_group()
+    result["placement"] = {
+        "trial_group": group.id.hex(),
+        "bundle_nodes": list(placement_group_table(group)["bundles_to_node_id"].values()),
+        "runners": algorithm.env_runner_group.foreach_env_runner(runner_placement)}
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+config = (PPOConfig().environment("CartPole-v1")
+          .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
+          .training(lr=tune.grid_search([1e-3, 3e-4]), train_batch_size_per_learner=256,
+                    minibatch_size=128)
+          .callbacks(on_train_result=record_placement)
+          .debugging(seed=0))
+grid = tune.Tuner(trainable(PPO), param_space=config, run_config=tune.RunConfig(
+    storage_path=sys.argv[2], name="cluster", verbose=0, stop={"training_iteration": 2})).fit()
+print(json.dumps({"errors": [repr(e) for e in grid.errors],
+                  "trials": [r.metrics for r in grid]}, default=str))
+"""
+
+
+def test_two_tune_trials_place_their_env_runner_in_their_placement_group(tmp_path):
+    # Each trial asks for 1 CPU (driver and local learner) + 0.5 (its runner): the two trials
+    # take all 3 CPUs of the cluster, so a runner placed outside its group would never start.
+    with LocalRayCluster(cpus_per_node=[2, 1]) as cluster:
+        driver = subprocess.run([sys.executable, "-c", TUNE_ON_CLUSTER, cluster.address,
+                                 str(tmp_path)], capture_output=True, text=True,
+                                env=cluster.env, cwd=tmp_path, timeout=300)
+    assert driver.returncode == 0, driver.stdout[-3000:] + driver.stderr[-3000:]
+    out = json.loads(driver.stdout.splitlines()[-1])
+    assert out["errors"] == [] and len(out["trials"]) == 2
+    groups = set()
+    for trial in out["trials"]:
+        assert trial["training_iteration"] == 2
+        placement = trial["placement"]
+        (runner,) = placement["runners"]
+        assert runner["group"] == placement["trial_group"]
+        assert runner["node"] == placement["bundle_nodes"][1]  # Bundle 0: the trial's driver.
+        groups.add(placement["trial_group"])
+    assert len(groups) == 2  # One placement group per trial.

@@ -32,10 +32,14 @@ def iter_lines(stdout):
 
 @pytest.mark.slow
 def test_run_dir_holds_flags_results_and_checkpoint_and_resumes(tmp_path):
-    first = run("--stop-iters", "2", "--checkpoint-dir", "ckpt", "--seed", "7", cwd=tmp_path)
+    first = run("--stop-iters", "2", "--checkpoint-dir", "ckpt", "--seed", "7",
+                "--set", "training.lr=1e-3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()  # The default: ./runs/<time>/
     assert first.stdout.startswith(f"run dir: runs/{run_dir.name}\n")
+    settings = "settings that differ from the defaults: PPOConfig("
+    assert first.stdout.splitlines()[1].startswith(settings) and first.stdout.count(settings) == 1
+    assert "lr=0.001" in first.stdout and "seed=7" in first.stdout
     lines = iter_lines(first.stdout)
     assert len(lines) == 2 and "env steps     4000" in lines[1] and "mean return" in lines[1]
     assert "time left" in lines[0]  # --stop-iters makes the end known.
@@ -50,6 +54,7 @@ def test_run_dir_holds_flags_results_and_checkpoint_and_resumes(tmp_path):
     lines = iter_lines(resumed.stdout)
     assert len(lines) == 1 and lines[0].startswith("iter    3  env steps     6000")
     assert f"checkpoint: {tmp_path / 'ckpt'}" in resumed.stdout
+    assert "lr=0.001" in resumed.stdout  # The saved --set holds too.
     assert [r["training_iteration"] for r in read_results(run_dir)] == [1, 2, 3]
     assert len(list((tmp_path / "runs").iterdir())) == 1
     saved = json.loads((run_dir / "args.json").read_text())
@@ -81,12 +86,102 @@ def test_a_checkpoint_dir_that_saves_would_replace_is_refused_before_training(tm
     (["--stop-reward", "high"], "invalid float value: 'high'"),
     (["--restore", "/no/such/dir"], "--restore /no/such/dir: no algorithm checkpoint"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--set", "training.lr"], "--set training.lr: expected SECTION.KEY=VALUE"),
+    (["--set", "lr=3e-4"], "--set lr=3e-4: expected SECTION.KEY=VALUE"),
+    (["--module", "MyModule"], "--module MyModule: give the class as package.module:Class"),
 ])
 def test_bad_flags_exit_nonzero_with_a_message(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.parse_args(flags)
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
+
+
+def test_set_goes_through_the_builder_methods_and_has_the_last_word():
+    config = train.build_config(train.parse_args([
+        "--num-env-runners", "2", "--set", "training.lr=3e-4", "--set", "training.lr=1e-3",
+        "--set", "env_runners.num_env_runners=1",
+        "--set", "env_runners.num_envs_per_env_runner=16",
+        "--set", "rl_module.model_config={'fcnet_hiddens': [32]}",
+        "--set", "environment.env=Acrobot-v1",  # Not a Python literal: taken as the text.
+        "--set", "evaluation.evaluation_interval=None"]))
+    assert config.lr == 1e-3 and config.num_env_runners == 1
+    assert config.num_envs_per_env_runner == 16 and config.env == "Acrobot-v1"
+    assert config.model_config == {"fcnet_hiddens": [32]}
+    assert config.non_default_settings()["num_envs_per_env_runner"] == 16
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("trainin.lr=1e-3", "'trainin' is not a section of PPOConfig; sections: api_stack, "),
+    ("training.num_sgd_iter=3", "unknown key 'num_sgd_iter' (an RLlib name): use "
+                                "training(num_epochs=...)"),
+    ("training.lrr=1e-3", "unknown key 'lrr'; did you mean 'lr'?"),
+    ("training.lr=fast", "lr='fast' is invalid"),
+])
+def test_a_bad_set_names_the_setting_and_what_is_wrong(setting, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.build_config(train.parse_args(["--set", setting]))
+    assert str(exit_info.value.code).startswith(f"train.py: error: --set {setting}: ")
+    assert message in str(exit_info.value.code)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env", "no_such_pkg.envs:Corridor"],
+     "--env no_such_pkg.envs:Corridor: cannot import it (ModuleNotFoundError"),
+    (["--module", "gymnasium:NoSuchClass"], "--module gymnasium:NoSuchClass: cannot import it"),
+    (["--module", "gymnasium:Env"], "--module gymnasium:Env is not an RLModule subclass"),
+])
+def test_a_class_path_that_does_not_import_is_a_clear_error(flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.build_config(train.parse_args(flags))
+    assert message in str(exit_info.value.code)
+
+
+def test_gymnasium_module_prefixed_ids_are_not_class_paths():
+    assert train.is_class_path("my_pkg.envs:Corridor")
+    assert not train.is_class_path("ale_py:ALE/Pong-v5")
+    assert not train.is_class_path("my_pkg:Corridor-v0")
+    assert not train.is_class_path("CartPole-v1")
+
+
+CLASSES = """
+import torch
+from gymnasium.envs.classic_control import CartPoleEnv
+from rlmodules import Columns, TorchRLModule
+from rlmodules.apis import ValueFunctionAPI
+
+class MyCartPole(CartPoleEnv):
+    def __init__(self, env_config):
+        super().__init__()
+
+class TinyPolicy(TorchRLModule, ValueFunctionAPI):
+    def setup(self):
+        size = self.observation_space.shape[0]
+        self.pi = torch.nn.Linear(size, self.action_space.n)
+        self.vf = torch.nn.Linear(size, 1)
+
+    def _forward(self, batch, **kwargs):
+        return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS])}
+
+    def compute_values(self, batch, embeddings=None):
+        return self.vf(batch[Columns.OBS]).squeeze(-1)
+"""
+
+
+@pytest.mark.slow
+def test_env_and_module_classes_from_the_current_directory_reach_ray_runners(ray_session,
+                                                                              tmp_path):
+    (tmp_path / "my_classes.py").write_text(CLASSES)
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    result = run("--env", "my_classes:MyCartPole", "--module", "my_classes:TinyPolicy",
+                 "--address", "auto", "--num-env-runners", "1", "--stop-iters", "1",
+                 "--run-dir", "r", cwd=tmp_path, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "env=<class 'my_classes.MyCartPole'>" in result.stdout
+    assert "module_class=<class 'my_classes.TinyPolicy'>" in result.stdout
+    (row,) = read_results(tmp_path / "r")
+    assert row["env_runners"]["num_healthy_env_runners"] == 1
+    assert row["env_runners"]["num_env_steps_sampled"] == 2000
 
 
 def test_with_eval_interval_the_stop_reward_is_the_evaluation_return():
