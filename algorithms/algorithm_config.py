@@ -352,8 +352,9 @@ class AlgorithmConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting as a flat ``{key: value}`` dict (a deep copy), as set (unset batch
-        sizes stay None)."""
-        return copy.deepcopy({key: vars(self)[key] for key in self.settings()})
+        sizes stay None). Module specs become dicts (tagged ``_spec_class``), so Tune resolves
+        search spaces inside them; ``update_from_dict`` turns them back into specs."""
+        return copy.deepcopy({key: _spec_to_dict(vars(self)[key]) for key in self.settings()})
 
     @classmethod
     def overrides(cls, **settings: Any) -> dict[str, Any]:
@@ -371,7 +372,8 @@ class AlgorithmConfig:
         method = f"{type(self).__name__}.update_from_dict()"
         settings = self.settings()
         _check_known(method, config_dict, sorted(settings))
-        return self._set(method, settings, config_dict)
+        return self._set(method, settings,
+                         {key: _spec_from_dict(value) for key, value in config_dict.items()})
 
     # ---- what the algorithm builds from the config -----------------------------------------
 
@@ -540,6 +542,31 @@ class AlgorithmConfig:
             convert = settings[key].metadata["convert"]
             setattr(self, key, convert(value) if convert and key not in searched else value)
         return self
+
+
+_SPEC_CLASSES = {"RLModuleSpec": RLModuleSpec, "MultiRLModuleSpec": MultiRLModuleSpec}
+
+
+def _spec_to_dict(value: Any) -> Any:
+    """A (Multi)RLModuleSpec as a dict of its fields (sub-specs too), tagged with its class."""
+    if type(value) in _SPEC_CLASSES.values():
+        return {"_spec_class": type(value).__name__,
+                **{f.name: _spec_to_dict(getattr(value, f.name))
+                   for f in dataclasses.fields(value)}}
+    if isinstance(value, dict) and any(type(v) in _SPEC_CLASSES.values() for v in value.values()):
+        return {k: _spec_to_dict(v) for k, v in value.items()}
+    return value
+
+
+def _spec_from_dict(value: Any) -> Any:
+    """``_spec_to_dict`` undone (other values as they are)."""
+    if isinstance(value, Mapping) and value.get("_spec_class") in _SPEC_CLASSES:
+        fields = {k: _spec_from_dict(v) for k, v in value.items() if k != "_spec_class"}
+        return _SPEC_CLASSES[value["_spec_class"]](**fields)
+    if isinstance(value, Mapping) and any(isinstance(v, Mapping) and "_spec_class" in v
+                                          for v in value.values()):
+        return {k: _spec_from_dict(v) for k, v in value.items()}
+    return value
 
 
 _NOT_ON_CPU = "not supported: env runners act on CPU"

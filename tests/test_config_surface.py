@@ -172,3 +172,29 @@ def test_default_resource_request():
                 {"CPU": 0.25, "GPU": 0}, {"CPU": 3, "GPU": 0}, {"CPU": 3, "GPU": 0}]
     assert PPO.default_resource_request(config) == expected
     assert PPO.default_resource_request(config.to_dict()) == expected
+
+
+def test_search_spaces_inside_module_specs_are_resolved_by_tune():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from rlmodules import MultiRLModuleSpec, RLModuleSpec
+
+    spec = MultiRLModuleSpec(rl_module_specs={
+        "p0": RLModuleSpec(model_config={"fcnet_hiddens": {"grid_search": [[8], [16]]}}),
+        "p1": RLModuleSpec(model_config={"fcnet_hiddens": [4]})})
+    config = PPOConfig().environment("CartPole-v1").rl_module(rl_module_spec=spec)
+    as_dict = config.to_dict()
+    assert as_dict["rl_module_spec"]["_spec_class"] == "MultiRLModuleSpec"
+    trials = [resolved for _, resolved in generate_variants(as_dict)]
+    assert len(trials) == 2  # Tune saw the grid inside the spec.
+    hidden = []
+    for trial in trials:
+        restored = PPOConfig.from_dict(trial).rl_module_spec
+        assert isinstance(restored, MultiRLModuleSpec)
+        assert isinstance(restored.rl_module_specs["p0"], RLModuleSpec)
+        assert restored.rl_module_specs["p1"].model_config == {"fcnet_hiddens": [4]}
+        hidden.append(restored.rl_module_specs["p0"].model_config["fcnet_hiddens"])
+    assert sorted(hidden) == [[8], [16]]
+    assert PPOConfig.from_dict(PPOConfig().rl_module(
+        rl_module_spec=RLModuleSpec(model_config={"a": 1})).to_dict()).rl_module_spec == \
+        RLModuleSpec(model_config={"a": 1})
