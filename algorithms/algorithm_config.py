@@ -333,10 +333,15 @@ class AlgorithmConfig:
     @classmethod
     def settings(cls) -> dict[str, dataclasses.Field]:
         """Every setting of this config (key -> declaration), from its builder methods."""
-        names = dict.fromkeys(name for klass in reversed(cls.__mro__)
-                              for name, value in vars(klass).items() if isinstance(value, Builder))
-        return {key: declared for name in names
+        return {key: declared for name in cls.sections()
                 for key, declared in getattr(cls, name).settings.items()}
+
+    @classmethod
+    def sections(cls) -> list[str]:
+        """The builder methods (``training``, ``env_runners``, ...), base classes' first."""
+        return list(dict.fromkeys(name for klass in reversed(cls.__mro__)
+                                  for name, value in vars(klass).items()
+                                  if isinstance(value, Builder)))
 
     def __repr__(self) -> str:
         """The class and the settings that differ from its defaults, e.g.

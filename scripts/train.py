@@ -39,7 +39,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from algorithms.algorithm_config import AlgorithmConfig, Builder
+from algorithms import ALGORITHMS, get_algorithm_class
+from algorithms.algorithm_config import AlgorithmConfig
 from algorithms.checkpoints import find_checkpoint
 from algorithms.run_log import RESULTS_FILE, Progress, RunLog, new_run_dir
 from rlmodules import RLModule, RLModuleSpec
@@ -50,7 +51,7 @@ ARGS_FILE = "args.json"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--algo", choices=["PPO", "VPG"], default="PPO")
+    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="PPO")
     parser.add_argument("--env", default="CartPole-v1",
                         help="gymnasium id, a name registered with runners.register_env, or "
                              "an env class as package.module:Class")
@@ -129,17 +130,22 @@ def locate_restore(path: str, parser: argparse.ArgumentParser
     return str(checkpoint), str(run_dir) if run_dir else None, saved
 
 
+def parse_value(text: str) -> Any:
+    """A Python literal where ``text`` is one, else the text itself (so env names need no
+    quotes)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError):
+        return text.strip()
+
+
 def parse_setting(text: str) -> tuple[str, str, Any]:
-    """--set SECTION.KEY=VALUE -> (section, key, value): the value as a Python literal where
-    it is one, else the text itself (so env names need no quotes)."""
+    """--set SECTION.KEY=VALUE -> (section, key, value), the value as ``parse_value`` reads it."""
     target, equals, value = text.partition("=")
     section, dot, key = target.partition(".")
     if not (equals and dot and section and key):
         raise ValueError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. training.lr=3e-4")
-    try:
-        return section, key, ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError):
-        return section, key, value
+    return section, key, parse_value(value)
 
 
 def is_class_path(name: str) -> bool:
@@ -163,13 +169,10 @@ def import_class(flag: str, path: str) -> Any:
 
 def build_config(args: argparse.Namespace) -> AlgorithmConfig:
     """The algorithm's defaults, then the flags, then each --set (so --set has the last word)."""
-    if args.algo == "PPO":
-        from algorithms.ppo import PPOConfig as Config
-    else:
-        from algorithms.vpg import VPGConfig as Config
+    default_config = get_algorithm_class(args.algo).get_default_config
     cpus = 1 if args.address else 0.5  # Local Ray: runners and learners share the cores.
     env = import_class("--env", args.env) if is_class_path(args.env) else args.env
-    config = (Config()
+    config = (default_config()
               .environment(env)
               .env_runners(num_env_runners=args.num_env_runners, num_cpus_per_env_runner=cpus)
               .learners(num_learners=args.num_learners, num_cpus_per_learner=cpus)
@@ -182,12 +185,12 @@ def build_config(args: argparse.Namespace) -> AlgorithmConfig:
     if args.eval_interval:
         config.evaluation(evaluation_interval=args.eval_interval,
                           evaluation_duration=args.eval_duration)
-    sections = sorted(name for name in dir(Config) if isinstance(getattr(Config, name), Builder))
+    sections = sorted(type(config).sections())
     for text in args.set:
         section, key, value = parse_setting(text)
         if section not in sections:
             sys.exit(f"train.py: error: --set {text}: '{section}' is not a section of "
-                     f"{Config.__name__}; sections: {', '.join(sections)}")
+                     f"{type(config).__name__}; sections: {', '.join(sections)}")
         try:  # The builder method checks the key and the value, naming what is wrong.
             getattr(config, section)(**{key: value})
         except (TypeError, ValueError) as err:

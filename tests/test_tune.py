@@ -1,4 +1,5 @@
-"""Ray Tune runs our algorithms: search spaces, RLlib's result keys, trial checkpoints, PBT."""
+"""Ray Tune runs our algorithms: search spaces, RLlib's result keys, trial checkpoints, PBT,
+ASHA, experiment restore and trial retries."""
 
 from pathlib import Path
 
@@ -123,3 +124,110 @@ def test_pbt_exchanges_checkpoints_and_resets_lr_in_place(ray_session, tmp_path)
     for result in grid:  # The optimizers run at the trial's (perturbed) lr.
         assert result.metrics["learners"]["default_policy"]["default_optimizer_lr"] == \
             pytest.approx(result.config["lr"])
+
+
+def _iterations_and_steps(result):
+    """The trial's reported (training_iteration, num_env_steps_sampled_lifetime) rows."""
+    frame = result.metrics_dataframe
+    return list(zip(frame["training_iteration"], frame["num_env_steps_sampled_lifetime"]))
+
+
+@pytest.mark.ray
+def test_interrupted_experiment_resumes_with_counters_continuing(ray_session, tmp_path):
+    import os
+    import signal
+
+    from ray import tune
+
+    from algorithms.tune import trainable
+
+    marker = tmp_path / "interrupted"
+
+    class InterruptOnce(tune.Callback):
+        """Stops the experiment as Ctrl+C does (Tune ends its run on SIGUSR1 like on SIGINT,
+        saving the experiment's state), once: Tuner.restore brings this callback back too."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result["training_iteration"] == 2 and not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    run_config = tune.RunConfig(
+        storage_path=str(tmp_path), name="resume", verbose=0, callbacks=[InterruptOnce()],
+        stop={"training_iteration": 4},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1))
+    first = tune.Tuner(trainable(PPO), param_space=tiny_ppo(), run_config=run_config).fit()
+    assert marker.exists() and first[0].metrics["training_iteration"] < 4
+    path = str(tmp_path / "resume")
+    assert tune.Tuner.can_restore(path)
+
+    grid = tune.Tuner.restore(path, trainable=trainable(PPO)).fit()
+    assert not grid.errors
+    (result,) = grid
+    rows = _iterations_and_steps(result)  # Those of the first run, then those after restore.
+    iterations = [it for it, _ in rows]
+    assert iterations[:2] == [1, 2] and iterations[-1] == 4
+    # The restored trial went on from its last checkpoint (of iteration 1 or 2, depending on
+    # whether Tune had registered the second one when it stopped), not from scratch.
+    repeated = [iterations[i] for i in range(1, len(rows)) if iterations[i] <= iterations[i - 1]]
+    assert repeated in ([], [2])
+    steps_per_iter = rows[0][1]
+    assert all(steps == it * steps_per_iter for it, steps in rows)
+    algo = Algorithm.from_checkpoint(result.checkpoint.path)
+    try:
+        assert algo.training_iteration == 4
+    finally:
+        algo.stop()
+
+
+@pytest.mark.ray
+def test_asha_stops_a_trial_that_does_not_learn(ray_session, tmp_path):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from algorithms.tune import trainable
+
+    max_t = 8
+    asha = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+                         reduction_factor=2)
+    # One trial at a time: the good lr's returns are recorded at each rung before the tiny
+    # lr's trial reaches it, so ASHA compares the two in a fixed order.
+    config = tiny_ppo(lr=tune.grid_search([3e-3, 1e-9])).reporting(
+        metrics_num_episodes_for_smoothing=5)
+    grid = tune.Tuner(
+        trainable(PPO), param_space=config,
+        tune_config=tune.TuneConfig(scheduler=asha, metric=RETURN, mode="max",
+                                    max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", verbose=0)).fit()
+    assert not grid.errors
+    iterations = {r.config["lr"]: r.metrics["training_iteration"] for r in grid}
+    assert iterations[3e-3] == max_t
+    assert iterations[1e-9] < max_t
+
+
+@pytest.mark.ray
+def test_failed_trial_is_retried_from_its_last_checkpoint(ray_session, tmp_path):
+    from ray import tune
+
+    from algorithms.tune import trainable
+
+    marker = tmp_path / "failed_once"
+
+    def fail_once(algorithm, result, **kwargs):  # Runs in the trial's actor.
+        if result["training_iteration"] == 3 and not marker.exists():
+            marker.touch()
+            raise RuntimeError("the trial's first attempt fails in iteration 3")
+
+    config = tiny_ppo().callbacks(on_train_result=fail_once)
+    grid = tune.Tuner(trainable(PPO), param_space=config, run_config=tune.RunConfig(
+        storage_path=str(tmp_path), name="retry", verbose=0, stop={"training_iteration": 4},
+        failure_config=tune.FailureConfig(max_failures=1),
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1))).fit()
+    assert marker.exists(), "the trial never failed"
+    assert not grid.errors
+    (result,) = grid
+    rows = _iterations_and_steps(result)
+    steps_per_iter = rows[0][1]
+    # Retried from the checkpoint of iteration 2: the counters go on from there.
+    assert [it for it, _ in rows] == [1, 2, 3, 4]
+    assert all(steps == it * steps_per_iter for it, steps in rows)
