@@ -427,9 +427,6 @@ class SingleAgentEnvRunner(EnvRunner):
         done = [i for i in final_obs if i not in failed]
         if done:
             self._env_to_module([self._user_episodes[i] for i in done])
-        for i in range(self.num_envs):
-            if i not in failed:
-                self._episode_hook("on_episode_step", i, self.env)
         for i in done:
             user, episode = self._user_episodes[i], self._episodes[i]
             pieces.append(self._end_piece(episode, t + 1, buf[Columns.REWARDS],
@@ -438,13 +435,18 @@ class SingleAgentEnvRunner(EnvRunner):
             ended.append(episode.id_)
             self._log_episode(episode, {DEFAULT_AGENT_ID: episode.get_return()},
                               {DEFAULT_MODULE_ID: episode.get_return()})
+            self._episode_hook("on_episode_step", i, self.env)
             self._episode_hook("on_episode_end", i, self.env)
             self._done_episodes.append(user)
             self._start_episode(i, start=t + 1)
-        for i in failed.union(done):
-            self._new_user_episode(i, next_obs[i])
+        fresh = failed.union(done)
+        for i in fresh:
+            self._new_user_episode(i, next_obs[i], start_hook=False)
         self._env_to_module(self._user_episodes)
         write_row(buf[Columns.OBS], t + 1, self._episode_obs(self._user_episodes))
+        for i in range(self.num_envs):  # Hooks see the observations as the pieces left them.
+            self._episode_hook("on_episode_start" if i in fresh else "on_episode_step", i,
+                               self.env)
 
     def _env_to_module(self, episodes: list[SingleAgentEpisode]) -> None:
         """Run the env-to-module pipeline on ``episodes``; for all envs' episodes, keep its
@@ -515,13 +517,15 @@ class SingleAgentEnvRunner(EnvRunner):
             terminated=buf[Columns.TERMINATEDS][t, i], truncated=buf[Columns.TRUNCATEDS][t, i],
             extra_model_outputs=row)
 
-    def _new_user_episode(self, i: int, raw_obs: Any) -> None:
-        """The episode object of env ``i``'s new episode, from its reset observation."""
+    def _new_user_episode(self, i: int, raw_obs: Any, start_hook: bool = True) -> None:
+        """The episode object of env ``i``'s new episode, from its reset observation
+        (``on_episode_start`` is the caller's with connectors: after the pipeline ran)."""
         self._user_episodes[i] = SingleAgentEpisode(self._episodes[i].id_,
                                                     module_id=DEFAULT_MODULE_ID)
         self._episode_hook("on_episode_created", i, self.env)
         self._user_episodes[i].add_env_reset(raw_obs, self.env.reset_infos.get(i))
-        self._episode_hook("on_episode_start", i, self.env)
+        if start_hook:
+            self._episode_hook("on_episode_start", i, self.env)
 
     def _end_episodes(self, t: int, final_obs: dict[int, Any], errors: list[tuple[int, Exception]],
                       buf: dict[str, Any], pieces: list[tuple[Fragment, tuple]],
@@ -611,10 +615,12 @@ class SingleAgentEnvRunner(EnvRunner):
         for i in range(self.num_envs):
             self._start_episode(i)
             if self._recording:
-                self._new_user_episode(i, raw_obs[i])
+                self._new_user_episode(i, raw_obs[i], start_hook=not self.connector)
         if self.connector:
             self._env_to_module(self._user_episodes)
             self._obs = self._episode_obs(self._user_episodes)
+            for i in range(self.num_envs):
+                self._episode_hook("on_episode_start", i, self.env)
         else:
             self._obs = self._module_obs(raw_obs)
 

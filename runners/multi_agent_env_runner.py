@@ -95,6 +95,9 @@ class MultiAgentEnvRunner(EnvRunner):
         super().__init__(config, worker_index)
         self.env: list[MultiAgentEnv] = [self._new_env(e) for e in range(self.num_envs)]
         self.connector = build_env_to_module(config, self.env[0])
+        if config.module_to_env_connector is not None:
+            raise TypeError("module_to_env_connector runs in single-agent env runners only; in "
+                            "a MultiAgentEnv map actions in the env or in the module.")
         if self.connector:
             check_multi_agent_pipeline(self.connector)
             self._recording = True  # The pipeline reads the episode objects.

@@ -114,9 +114,10 @@ class ConnectorV2:
         """Forget what was learned from data (stateless pieces: nothing)."""
 
     def merge_states(self, states: list[dict[str, Any]]) -> dict[str, Any]:
-        """One state from those of several copies of this piece (runners); stateless pieces
-        have nothing to merge."""
-        return {}
+        """One state from those of several copies of this piece (runners). By default the
+        first one: a piece with state but no merge rule keeps it as it is (set_state never
+        gets an empty state); pieces whose copies learn apart (MeanStdFilter) combine them."""
+        return states[0] if states else {}
 
     # ---- helpers for pieces ---------------------------------------------------------------
 

@@ -89,6 +89,7 @@ class FlattenObservations(_PerAgentSpaces):
 
     def recompute_agent_space(self, obs_space: gym.Space, act_space: gym.Space | None
                               ) -> gym.Space:
+        _check_flattenable(obs_space)
         flat = spaces.flatten_space(obs_space)
         return spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32),
                           dtype=np.float32)
@@ -102,6 +103,23 @@ class FlattenObservations(_PerAgentSpaces):
                 self.rewrite_latest(episode,
                                     flatten_batch(batch_observations(space, [obs]), space)[0])
         return batch
+
+
+def _check_flattenable(space: gym.Space, path: str = "") -> None:
+    """Refuse, when the pipeline is built, a space whose observations ``flatten_batch``
+    could not flatten at the first step (gymnasium's flatten_space takes e.g. Text)."""
+    if isinstance(space, spaces.Dict):
+        for key, sub in space.spaces.items():
+            _check_flattenable(sub, f"{path}[{key!r}]")
+    elif isinstance(space, spaces.Tuple):
+        for i, sub in enumerate(space.spaces):
+            _check_flattenable(sub, f"{path}[{i}]")
+    elif not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
+                                spaces.MultiBinary)):
+        raise TypeError(f"FlattenObservations cannot flatten observation space {space}"
+                        + (f" at obs{path}" if path else "") + "; it handles Box, Discrete, "
+                        "MultiDiscrete, MultiBinary, Dict and Tuple. Write your own ConnectorV2 "
+                        "piece for this space.")
 
 
 class _RunningStats:
@@ -149,7 +167,9 @@ def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 class MeanStdFilter(_PerAgentSpaces):
     """Observations normalized by their running mean and std (per agent with
-    ``multi_agent``), clipped to [-clip, clip], written back into the episode.
+    ``multi_agent``), clipped to [-clip_by_value, clip_by_value], written back into the
+    episode (RLlib's arguments; ``update_stats=False`` normalizes with the statistics as
+    they are, e.g. for inference).
 
     Each runner's copy counts what it saw since the last merge; ``merge_states`` of all
     runners' states (the algorithm does it every iteration and sends the result back to
@@ -160,8 +180,10 @@ class MeanStdFilter(_PerAgentSpaces):
     def __init__(self, input_observation_space: gym.Space | None = None,
                  input_action_space: gym.Space | None = None, *, multi_agent: bool = False,
                  de_mean_to_zero: bool = True, de_std_to_one: bool = True,
-                 clip: float | None = 10.0, **kwargs: Any) -> None:
-        self.de_mean_to_zero, self.de_std_to_one, self.clip = de_mean_to_zero, de_std_to_one, clip
+                 clip_by_value: float | None = 10.0, update_stats: bool = True,
+                 **kwargs: Any) -> None:
+        self.de_mean_to_zero, self.de_std_to_one = de_mean_to_zero, de_std_to_one
+        self.clip_by_value, self.update_stats = clip_by_value, update_stats
         self._stats: dict[str, _RunningStats] = {}
         super().__init__(input_observation_space, input_action_space, multi_agent=multi_agent,
                          **kwargs)
@@ -171,7 +193,7 @@ class MeanStdFilter(_PerAgentSpaces):
         if not isinstance(obs_space, spaces.Box):
             raise TypeError(f"MeanStdFilter normalizes Box observations, not {obs_space}; "
                             "put FlattenObservations before it.")
-        bound = np.inf if self.clip is None else float(self.clip)
+        bound = np.inf if self.clip_by_value is None else float(self.clip_by_value)
         return spaces.Box(-bound, bound, obs_space.shape, np.float32)
 
     def _stats_for(self, agent_id: Hashable, shape: tuple) -> _RunningStats:
@@ -183,16 +205,19 @@ class MeanStdFilter(_PerAgentSpaces):
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
                  **kwargs: Any) -> dict[str, Any]:
         for episode in self.single_agent_episode_iterator(episodes):
+            if not self.applies_to(episode.agent_id):
+                continue
             obs = np.asarray(episode.get_observations(-1), np.float64)
             stats = self._stats_for(episode.agent_id, obs.shape)
-            stats.push(obs)
+            if self.update_stats:
+                stats.push(obs)
             mean, std = stats.mean_std()
             if self.de_mean_to_zero:
                 obs = obs - mean
             if self.de_std_to_one:
                 obs = obs / (std + 1e-8)
-            if self.clip is not None:
-                obs = np.clip(obs, -self.clip, self.clip)
+            if self.clip_by_value is not None:
+                obs = np.clip(obs, -self.clip_by_value, self.clip_by_value)
             self.rewrite_latest(episode, obs.astype(np.float32))
         return batch
 
@@ -266,23 +291,21 @@ class PrevActionsPrevRewards(_PerAgentSpaces):
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
                  **kwargs: Any) -> dict[str, Any]:
         for episode in self.single_agent_episode_iterator(episodes):
+            if not self.applies_to(episode.agent_id):
+                continue
             act_space = self.agent_space(self.input_action_space, episode.agent_id)
             new = {self.ORIG_OBS_KEY: episode.get_observations(-1)}
-            if self.n_prev_actions:
-                n, k = len(episode) + 0, self.n_prev_actions
-                actions = episode.get_actions(slice(n - k, n), neg_index_as_lookback=True,
-                                              fill=_NO_ACTION)
+            if self.n_prev_actions:  # Those before the episode's first: zeros.
+                k = self.n_prev_actions
+                actions = episode.get_actions(slice(-k, None))
+                none = [np.zeros(_action_size(act_space), np.float32)] * (k - len(actions))
                 new[self.PREV_ACTIONS_KEY] = np.concatenate(
-                    [_encode_action(a, act_space) for a in actions]).astype(np.float32)
+                    none + [_encode_action(a, act_space) for a in actions]).astype(np.float32)
             if self.n_prev_rewards:
-                n, k = len(episode), self.n_prev_rewards
                 new[self.PREV_REWARDS_KEY] = np.asarray(episode.get_rewards(
-                    slice(n - k, n), neg_index_as_lookback=True, fill=0.0), np.float32)
+                    slice(-self.n_prev_rewards, None), fill=0.0), np.float32)
             self.rewrite_latest(episode, new)
         return batch
-
-
-_NO_ACTION = object()  # Fill for steps before the first action: encoded as zeros.
 
 
 def _action_size(space: gym.Space) -> int:
@@ -292,8 +315,6 @@ def _action_size(space: gym.Space) -> int:
 
 
 def _encode_action(action: Any, space: gym.Space) -> np.ndarray:
-    if action is _NO_ACTION:
-        return np.zeros(_action_size(space), np.float32)
     if isinstance(space, spaces.Discrete):
         out = np.zeros(int(space.n), np.float32)
         out[int(action) - int(space.start)] = 1.0
@@ -326,17 +347,13 @@ class FrameStackingEnvToModule(_PerAgentSpaces):
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
                  **kwargs: Any) -> dict[str, Any]:
         for episode in self.single_agent_episode_iterator(episodes):
-            n, k = len(episode) + 1, self.num_frames  # Observations in the chunk.
-            frames = episode.get_observations(slice(n - k, n), neg_index_as_lookback=True,
-                                              fill=0.0)
-            frames = [np.zeros_like(np.asarray(frames[-1])) if _is_fill(f) else np.asarray(f)
-                      for f in frames]
+            if not self.applies_to(episode.agent_id):
+                continue
+            frames = episode.get_observations(slice(-self.num_frames, None), fill=0.0)
+            last = np.asarray(frames[-1])  # Zeros before the episode's first frame:
+            frames = [np.broadcast_to(np.asarray(f, last.dtype), last.shape) for f in frames]
             self.add_batch_item(batch, Columns.OBS, np.concatenate(frames, axis=-1), episode)
         return batch
-
-
-def _is_fill(frame: Any) -> bool:
-    return isinstance(frame, float) and frame == 0.0
 
 
 def stacked_space(space: gym.Space, num_frames: int, who: str) -> spaces.Box:

@@ -30,13 +30,15 @@ _OWN_COLUMNS = (Columns.OBS, Columns.ACTIONS, Columns.REWARDS, Columns.TERMINATE
 
 
 def episode_view(fragment: Fragment, id_: str | None = None) -> SingleAgentEpisode:
-    """``fragment`` as a numpy-backed SingleAgentEpisode (see the module docstring)."""
+    """``fragment`` as a numpy-backed SingleAgentEpisode (see the module docstring); ``id_``
+    (default: the fragment's episode id) is its episode key in the connector batch."""
     cols = fragment.columns
     lookback = fragment.lookback_obs
-    episode = SingleAgentEpisode(id_ or fragment.episode_id, agent_id=fragment.agent_id,
+    id_ = id_ or fragment.episode_id
+    episode = SingleAgentEpisode(id_, agent_id=fragment.agent_id,
                                  module_id=fragment.module_id, t_started=fragment.t_started,
                                  multi_agent_episode_id=None if fragment.agent_id is None
-                                 else fragment.episode_id)
+                                 else id_)
     episode.observations = map_tree(
         lambda obs, last: np.concatenate([obs, np.asarray(last)[None]]), cols[Columns.OBS],
         fragment.last_obs)
@@ -62,10 +64,11 @@ def apply_learner_connector(pipeline: ConnectorV2, rl_module: Any,
                             ) -> list[Fragment]:
     """``fragments`` after ``pipeline``: new or replaced columns from its batch items,
     observations and last_obs as the pieces left them."""
-    seen: dict[str, int] = {}
+    seen: dict[tuple, int] = {}
     views = []
-    for fragment in fragments:  # Two chunks of one episode in a batch get distinct ids.
-        n = seen[fragment.episode_id] = seen.get(fragment.episode_id, -1) + 1
+    for fragment in fragments:  # Two chunks of one agent's episode get distinct batch keys.
+        chunk = (fragment.episode_id, fragment.agent_id)
+        n = seen[chunk] = seen.get(chunk, -1) + 1
         views.append(episode_view(fragment, fragment.episode_id + (f"#{n}" if n else "")))
     batch = pipeline(rl_module=rl_module, batch={}, episodes=views, explore=False,
                      shared_data={}, metrics=metrics)

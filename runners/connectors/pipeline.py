@@ -28,28 +28,38 @@ class ConnectorPipelineV2(ConnectorV2):
     # ---- editing --------------------------------------------------------------------------
 
     def append(self, connector: ConnectorV2) -> None:
-        self.connectors.append(_checked(connector))
-        self._recompute_spaces()
+        self._insert(len(self.connectors), connector)
 
     def prepend(self, connector: ConnectorV2) -> None:
-        self.connectors.insert(0, _checked(connector))
-        self._recompute_spaces()
+        self._insert(0, connector)
 
     def insert_before(self, name_or_class: str | type, connector: ConnectorV2) -> ConnectorV2:
         """Insert ``connector`` before the first piece of that class (or class name)."""
-        self.connectors.insert(self._index(name_or_class), _checked(connector))
-        self._recompute_spaces()
+        self._insert(self._index(name_or_class), connector)
         return connector
 
     def insert_after(self, name_or_class: str | type, connector: ConnectorV2) -> ConnectorV2:
         """Insert ``connector`` after the first piece of that class (or class name)."""
-        self.connectors.insert(self._index(name_or_class) + 1, _checked(connector))
-        self._recompute_spaces()
+        self._insert(self._index(name_or_class) + 1, connector)
         return connector
 
     def remove(self, name_or_class: str | type) -> None:
-        del self.connectors[self._index(name_or_class)]
-        self._recompute_spaces()
+        i = self._index(name_or_class)
+        self._take(self.connectors[:i] + self.connectors[i + 1:])
+
+    def _insert(self, i: int, connector: ConnectorV2) -> None:
+        self._take(self.connectors[:i] + [_checked(connector)] + self.connectors[i:])
+
+    def _take(self, connectors: list[ConnectorV2]) -> None:
+        """Use ``connectors`` if their spaces chain; if a piece refuses its input space, the
+        pipeline stays as it was (and the error propagates)."""
+        old, self.connectors = self.connectors, connectors
+        try:
+            self._recompute_spaces()
+        except Exception:
+            self.connectors = old
+            self._recompute_spaces()
+            raise
 
     def _index(self, name_or_class: str | type) -> int:
         for i, piece in enumerate(self.connectors):
