@@ -19,7 +19,8 @@ from runners.config import EnvRunnerConfig
 from runners.connectors import build_env_to_module, build_module_to_env
 from runners.env_registry import EnvError, env_creator
 from runners.episodes import SingleAgentEpisode
-from runners.fragment import Episode, Fragment, concat_fragments
+from runners.fragment import (Episode, Fragment, PackedFragments, concat_fragments,
+                              pack_fragments)
 from runners.metrics import log_count, log_episode, log_steps, with_defaults
 from runners.metrics_logger import MetricsLogger
 from runners.module_spec import fill_module_spec
@@ -164,6 +165,10 @@ class EnvRunner:
                                 metrics_logger=self._call_metrics, samples=samples)
         self._call_metrics = self.metrics
         return fragments
+
+    def sample_packed(self, **kwargs: Any) -> PackedFragments:
+        """``sample(**kwargs)`` packed for the trip to the driver (what Ray groups call)."""
+        return pack_fragments(self.sample(**kwargs))
 
     def _sample_episodes(self, num_episodes: int, explore: bool,
                          random_actions: bool) -> list[Fragment]:

@@ -97,3 +97,56 @@ def concat_fragments(pieces: list[Fragment]) -> Fragment:
         columns[Columns.INFOS] = infos
     return dataclasses.replace(pieces[-1], columns=columns, t_started=pieces[0].t_started,
                                lookback_obs=pieces[0].lookback_obs)
+
+
+@dataclass
+class PackedFragments:
+    """Fragments as a few large arrays (one per column of each group of alike fragments) for
+    the trip from a Ray runner: Ray ships a handful of big arrays far faster than the
+    thousands of small ones a call's fragments hold. ``unpack_fragments`` rebuilds them."""
+
+    groups: list[dict[str, Any]]
+
+
+def pack_fragments(fragments: list[Fragment]) -> PackedFragments:
+    """Fragments grouped by module and columns, each group's columns concatenated."""
+    groups: dict[tuple, list[Fragment]] = {}
+    for fragment in fragments:
+        groups.setdefault((fragment.module_id, tuple(fragment.columns)), []).append(fragment)
+    packed = []
+    for (module_id, _), members in groups.items():
+        try:
+            columns = map_tree(lambda *parts: np.concatenate(parts), *(
+                {k: v for k, v in f.columns.items() if k != Columns.INFOS} for f in members))
+            last_obs = map_tree(lambda *xs: np.stack(xs), *(f.last_obs for f in members))
+        except (ValueError, TypeError):  # Shapes that do not stack: as they are.
+            packed.append({"fragments": members})
+            continue
+        packed.append({"module_id": module_id, "columns": columns, "last_obs": last_obs,
+                       "lengths": [len(f) for f in members],
+                       "infos": [f.columns.get(Columns.INFOS) for f in members],
+                       "meta": [(f.agent_id, f.episode_id, f.terminated, f.truncated,
+                                 f.t_started, f.lookback_obs) for f in members]})
+    return PackedFragments(packed)
+
+
+def unpack_fragments(packed: PackedFragments) -> list[Fragment]:
+    """The fragments ``pack_fragments`` packed; their columns are views into one writable
+    copy of each group's arrays (Ray hands them over read-only)."""
+    fragments: list[Fragment] = []
+    for group in packed.groups:
+        if "fragments" in group:
+            fragments += group["fragments"]
+            continue
+        columns, last_obs = (map_tree(np.array, group[k]) for k in ("columns", "last_obs"))
+        bounds = np.cumsum([0, *group["lengths"]])
+        for j, (agent_id, episode_id, terminated, truncated, t_started, lookback) in \
+                enumerate(group["meta"]):
+            rows = slice(bounds[j], bounds[j + 1])
+            own = map_tree(lambda v: v[rows], columns)
+            if group["infos"][j] is not None:
+                own[Columns.INFOS] = group["infos"][j]
+            fragments.append(Fragment(group["module_id"], agent_id, episode_id, own,
+                                      map_tree(lambda v: v[j], last_obs), terminated,
+                                      truncated, t_started, lookback))
+    return fragments

@@ -20,7 +20,7 @@ from runners.config import EnvRunnerConfig
 from runners.env_registry import EnvError, env_creator
 from runners.env_runner import EnvRunner
 from runners.env_runner_group import EnvRunnerGroup
-from runners.fragment import Fragment
+from runners.fragment import Fragment, unpack_fragments
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
                 if call.issued_at >= started:  # A carried request also waited for the learner.
                     self._request_s = time.monotonic() - call.issued_at
                 if call.tag == explore:  # Else it was asked for by another kind of call.
+                    result = unpack_fragments(result)
                     fragments += result
                     collected += sum(len(f) for f in result)
         return fragments
@@ -116,7 +117,7 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
         expected = sum(steps for call in self.pool.in_flight.values() if call.tag == explore)
         for index in self.pool.up:
             if index not in self.pool.in_flight and (everyone or expected < missing):
-                self.pool.submit(index, "sample", num_timesteps=steps, explore=explore,
+                self.pool.submit(index, "sample_packed", num_timesteps=steps, explore=explore,
                                  tag=explore)
                 expected += steps
 
@@ -128,8 +129,9 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
         while len(episode_ids) < num_episodes:
             per_runner = math.ceil((num_episodes - len(episode_ids)) /
                                    max(1, self.num_healthy_env_runners))
-            for result in self._call_all("sample", num_episodes=per_runner, explore=explore):
-                fragments += result
+            for result in self._call_all("sample_packed", num_episodes=per_runner,
+                                         explore=explore):
+                fragments += unpack_fragments(result)
                 episode_ids = list(dict.fromkeys(f.episode_id for f in fragments))
         keep = set(episode_ids[:num_episodes])
         return [f for f in fragments if f.episode_id in keep]
