@@ -240,14 +240,20 @@ class TorchLearner:
         return keys
 
     def _select_device(self) -> torch.device:
+        """CPU for num_gpus_per_learner=0, else the first CUDA device this process sees
+        (Ray shows each GPU learner only its own GPU(s)); an error if it sees none."""
         gpus = self.config.num_gpus_per_learner or 0
         if gpus <= 0:
             return torch.device("cpu")
         if not torch.cuda.is_available():
+            why = (f"this torch {torch.__version__} is built without CUDA"
+                   if torch.version.cuda is None else
+                   "no GPU is visible to this process; check CUDA_VISIBLE_DEVICES")
             raise RuntimeError(
                 f"num_gpus_per_learner={gpus} but learner {self.learner_index} sees no CUDA "
-                "device; set num_gpus_per_learner=0 to train on CPU.")
-        return torch.device("cuda", 0)  # Ray shows each GPU learner only its own GPU(s).
+                f"device ({why}); set num_gpus_per_learner=0 to train on CPU, or run it "
+                "where torch.cuda.is_available() is True.")
+        return torch.device("cuda", 0)
 
     def configure_optimizers(self) -> None:
         """One ``configure_optimizers_for_module`` call per module that may be trained."""
@@ -481,7 +487,11 @@ class TorchLearner:
         for param in self._params:
             param.grad = None
         if minibatch:  # A data-parallel learner without local data still joins the all-reduce.
-            fwd_out = self.module.forward_train(minibatch)
+            if type(self.module) is MultiRLModule:  # It only routes: skip that layer.
+                fwd_out = {mid: self.module[mid].forward_train(module_batch)
+                           for mid, module_batch in minibatch.items()}
+            else:
+                fwd_out = self.module.forward_train(minibatch)
             total_loss = 0.0
             for module_id, module_batch in minibatch.items():
                 out = fwd_out[module_id]
@@ -582,11 +592,19 @@ class TorchLearner:
                    else f"return {dims} followed by the output's own dims."))
 
     def _to_device(self, columns: dict[str, Any]) -> dict[str, Any]:
+        """Numpy columns as tensors on the learner's device, dtypes kept (uint8 images stay
+        uint8 until the module; float64 becomes float32). On the CPU they share the arrays'
+        memory where they can; to a GPU each goes through pinned memory without blocking, so
+        the copies of all columns queue up on the GPU while the host moves on."""
+        to_gpu = self.device.type == "cuda"
+
         def convert(array: np.ndarray) -> torch.Tensor:
             tensor = torch.from_numpy(np.ascontiguousarray(array))
             if tensor.dtype == torch.float64:  # Modules compute in float32.
                 tensor = tensor.float()
-            return tensor.to(self.device)
+            if to_gpu:
+                return tensor.pin_memory().to(self.device, non_blocking=True)
+            return tensor
 
         return map_tree(convert, columns)
 

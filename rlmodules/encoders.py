@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rlmodules.columns import ENCODER_OUT, Columns
@@ -70,12 +71,24 @@ class CNNEncoder(Encoder):
             layers += [conv, activation(cfg.conv_activation, "conv_activation")]
         layers.append(nn.Flatten())
         self.net = nn.Sequential(*layers)
+        self._steps = _fused_steps(self.net)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         obs = batch[Columns.OBS]
         lead = obs.shape[:-3]
-        images = obs.reshape(-1, *obs.shape[-3:]).permute(0, 3, 1, 2).float()
-        return {ENCODER_OUT: self.net(images).reshape(*lead, self.output_dim)}
+        # [N, C, H, W] views of the channels-last images, no copy: the convs run faster on
+        # that memory layout (uint8 images become float only here, in the module).
+        x = obs.reshape(-1, *obs.shape[-3:]).permute(0, 3, 1, 2).float()
+        for kind, index, padding in self._steps:
+            layer = self.net[index]
+            if kind == "padded_conv":
+                x = F.conv2d(x, layer.weight, layer.bias, layer.stride, padding, layer.dilation,
+                             layer.groups)
+            elif kind == "relu_":
+                x = F.relu_(x)
+            else:
+                x = layer(x)
+        return {ENCODER_OUT: x.reshape(*lead, self.output_dim)}
 
 
 class LSTMEncoder(Encoder):
@@ -222,6 +235,31 @@ def _conv_plan(obs_shape: Sequence[int], cfg: DefaultModelConfig
         plan.append((channels, num_filters, kernel, stride, pads, padding))
         channels = num_filters
     return plan, channels * height * width
+
+
+def _fused_steps(net: nn.Sequential) -> list[tuple[str, int, tuple[int, int] | None]]:
+    """How ``CNNEncoder.forward`` runs ``net``, as (kind, layer index, padding) steps.
+
+    A ZeroPad2d with equal pads on opposite sides is folded into the next conv's own
+    padding ("padded_conv"), and a ReLU right after a conv runs in place on the conv's fresh
+    output ("relu_"): each saves a copy of a feature map per layer. The results, parameters
+    and state keys are those of ``net(x)`` (only forward hooks on those layers do not fire);
+    all other layers run as they are ("layer").
+    """
+    layers, steps, i = list(net), [], 0
+    while i < len(layers):
+        layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if (isinstance(layer, nn.ZeroPad2d) and isinstance(after, nn.Conv2d)
+                and after.padding == (0, 0) and after.padding_mode == "zeros"):
+            left, right, top, bottom = layer.padding
+            if left == right and top == bottom:
+                steps.append(("padded_conv", i + 1, (top, left)))
+                i += 2
+                continue
+        in_place = type(layer) is nn.ReLU and i > 0 and isinstance(layers[i - 1], nn.Conv2d)
+        steps.append(("relu_" if in_place else "layer", i, None))
+        i += 1
+    return steps
 
 
 def _looks_channels_first(shape: Sequence[int]) -> bool:
