@@ -5,7 +5,7 @@ import importlib
 from algorithms.algorithm import Algorithm
 from algorithms.algorithm_config import AlgorithmConfig, NotProvided
 
-ALGORITHMS = {"PPO": "algorithms.ppo", "VPG": "algorithms.vpg"}
+ALGORITHMS = {"PPO": "algorithms.ppo", "APPO": "algorithms.appo", "VPG": "algorithms.vpg"}
 """Algorithm name -> the package that exports it (imported on demand)."""
 
 

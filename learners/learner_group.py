@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 from learners.batching import group_by_module
@@ -45,6 +46,12 @@ class LearnerGroup(ABC):
     @abstractmethod
     def update(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
         """Train on ``fragments`` (split over the learners); metrics as ``Learner.update``."""
+
+    @abstractmethod
+    def update_async(self, fragments: Sequence[Fragment]) -> "PendingUpdate":
+        """Start ``update(fragments)`` and return at once, so the caller keeps collecting
+        samples meanwhile (APPO). Until its ``result()`` was taken, start no other call on
+        the learners (weights, state, another update)."""
 
     def get_weights(self, module_ids: Sequence[str] | None = None,
                     inference_only: bool = True) -> dict[str, dict[str, Any]]:
@@ -95,6 +102,14 @@ class LocalLearnerGroup(LearnerGroup):
     def update(self, fragments: Sequence[Fragment]) -> dict[str, dict[str, Any]]:
         return self._learner.update(fragments)
 
+    def update_async(self, fragments: Sequence[Fragment]) -> "PendingUpdate":
+        """The update runs in a thread of its own (torch releases the GIL while it computes);
+        the thread ends with it."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="learner-update")
+        future = executor.submit(self._learner.update, fragments)
+        executor.shutdown(wait=False)
+        return PendingUpdate(future.done, future.result)
+
     def foreach_learner(self, fn: Callable[[Learner], Any]) -> list[Any]:
         return [fn(self._learner)]
 
@@ -103,6 +118,17 @@ class LocalLearnerGroup(LearnerGroup):
 
     def _set_learner_state(self, state: Mapping[str, Any]) -> None:
         self._learner.set_state(state)
+
+
+class PendingUpdate:
+    """An update started by ``LearnerGroup.update_async``: ``done()`` says whether it has
+    finished (without waiting), ``result()`` waits for it and returns its metrics (or
+    raises its error, as ``update`` would)."""
+
+    def __init__(self, done: Callable[[], bool],
+                 result: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self.done = done
+        self.result = result
 
 
 def split_fragments(fragments: Sequence[Fragment], n: int) -> list[list[Fragment]]:

@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError
 
 from learners import distributed
 from learners.learner import Learner
-from learners.learner_group import LearnerGroup, split_fragments
+from learners.learner_group import LearnerGroup, PendingUpdate, split_fragments
 from rlmodules.multi_rl_module import MultiRLModuleSpec
 from runners.actor_pool import ActorPool, NotScheduled
 from runners.fragment import Fragment
@@ -84,6 +84,17 @@ class RayLearnerGroup(LearnerGroup):
         shards = split_fragments(fragments, self.num_learners)
         return self._gather("update", {rank: self._actor(rank).call.remote("update", shard)
                                        for rank, shard in enumerate(shards)})[0]
+
+    def update_async(self, fragments: Sequence[Fragment]) -> PendingUpdate:
+        """The shards go to the learner actors at once; ``result()`` gathers them as
+        ``update`` does (same failure handling)."""
+        shards = split_fragments(fragments, self.num_learners)
+        calls = {rank: self._actor(rank).call.remote("update", shard)
+                 for rank, shard in enumerate(shards)}
+        refs = list(calls.values())
+        return PendingUpdate(
+            lambda: not ray.wait(refs, num_returns=len(refs), timeout=0)[1],
+            lambda: self._gather("update", calls)[0])
 
     def foreach_learner(self, fn: Callable[[Learner], Any]) -> list[Any]:
         return list(self._gather("foreach_learner", {

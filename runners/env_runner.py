@@ -26,7 +26,7 @@ from runners.metrics_logger import MetricsLogger
 from runners.module_spec import fill_module_spec
 from runners.spaces import batch_observations
 from runners.vector_env import EnvVector
-from runners.weights import verify_loaded
+from runners.weights import held_digest, verify_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,12 @@ class EnvRunner:
     def set_weights(self, weights: dict[str, dict[str, Any]], weights_seq_no: int | None = None,
                     digest: dict[str, str] | None = None) -> int:
         """Load ``{module_id: {param: array}}`` and check it against ``digest`` (from
-        ``runners.weights.weights_digest``); returns the weights version now in use."""
+        ``runners.weights.weights_digest``); returns the weights version now in use. A
+        version this runner holds already (same number, and the module matches ``digest``:
+        after a restore a number may come again with other weights) is not loaded again."""
+        if digest is not None and weights_seq_no == self.weights_seq_no and \
+                held_digest(self.module, weights) == digest:
+            return self.weights_seq_no
         self.module.set_state(weights)
         if digest is not None:
             verify_loaded(self.module, weights, digest, f"EnvRunner {self.worker_index}")

@@ -93,7 +93,9 @@ class EnvRunnerGroup(ABC):
     def sync_weights(self, weights: dict[str, dict[str, Any]],
                      weights_seq_no: int | None = None) -> None:
         """Every runner loads ``{module_id: {param: array}}``, tagged with ``weights_seq_no``
-        (default: the last one + 1), and checks what it loaded against the weights' digest."""
+        (default: the last one + 1), and checks what it loaded against the weights' digest
+        (``runners.weights``); a runner that holds that version already does not load it
+        again."""
         self._weights_seq_no = self._weights_seq_no + 1 if weights_seq_no is None \
             else weights_seq_no
         self._load_weights(weights, self._weights_seq_no, weights_digest(weights))

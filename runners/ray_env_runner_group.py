@@ -8,6 +8,7 @@ a restarted runner must hold before it samples (the last synced weights).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -20,9 +21,13 @@ from runners.config import EnvRunnerConfig
 from runners.env_registry import EnvError, env_creator
 from runners.env_runner import EnvRunner
 from runners.env_runner_group import EnvRunnerGroup
-from runners.fragment import Fragment, unpack_fragments
+from runners.fragment import Fragment, PackedFragments, unpack_fragments
+from runners.weights import weights_digest
 
 logger = logging.getLogger(__name__)
+
+ASYNC_SAMPLE = "sample_async"
+"""Tag of the requests ``sample_async`` keeps in flight."""
 
 
 class RayEnvRunnerGroup(EnvRunnerGroup):
@@ -136,13 +141,78 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
         keep = set(episode_ids[:num_episodes])
         return [f for f in fragments if f.episode_id in keep]
 
+    # ---- asynchronous sampling (APPO) -------------------------------------------------------
+
+    # (object ref, seq_no, digest) of the last sync_weights_async; runners load it before
+    # their next sample_async request.
+    _async_weights: tuple[Any, int, dict[str, str]] | None = None
+
+    def sample_async(self, timeout_s: float | None = 0.0) -> list[tuple[int, list[Fragment]]]:
+        """The results of the sample requests that have finished, as they came, each as
+        ``(weights_seq_no it was sampled with, fragments)``; waits up to ``timeout_s`` (None:
+        as long as it takes) for the first if none has. Every runner that is up always has
+        one request of one rollout_fragment_length per env in flight: one whose result is
+        taken gets its next request at once, so runners never wait for the caller. A failed
+        runner is restarted as for ``sample`` (its request is lost) and gets requests once up.
+        """
+        self._check_running()
+        self.pool.poll_starting()
+        results: list[tuple[int, list[Fragment]]] = []
+        while True:
+            self._request_async()
+            if not self.pool.in_flight and not self.pool.starting:
+                self._wait_for_restarts()  # Raises if no runner is up any more.
+                continue
+            event = self.pool.wait_any(timeout_s)
+            if event is None:
+                return results
+            if isinstance(event, tuple) and event[0].tag == ASYNC_SAMPLE:
+                version, packed = event[1]
+                results.append((version, unpack_fragments(packed)))
+            timeout_s = 0.0  # Then only what has already finished.
+
+    def sync_weights_async(self, weights: dict[str, dict[str, Any]], weights_seq_no: int) -> None:
+        """Put ``weights`` into the object store once and return: each runner loads them
+        (checked against their digest) before its next ``sample_async`` request, and a
+        restarted runner as it starts. A later ``sync_weights`` supersedes them."""
+        self._check_running()
+        self._weights_seq_no = weights_seq_no
+        digest = weights_digest(weights)
+        ref = ray.put(weights)
+        self._async_weights = (ref, weights_seq_no, digest)
+        self.pool.set_replay(lambda actor: actor.set_weights.remote(ref, weights_seq_no, digest))
+
+    def discard_async_samples(self) -> None:
+        """Forget the ``sample_async`` requests in flight (e.g. after a restore their data
+        was sampled with weights that no longer matter); runners get new ones with the next
+        ``sample_async`` call."""
+        for index in [i for i, call in self.pool.in_flight.items() if call.tag == ASYNC_SAMPLE]:
+            del self.pool.in_flight[index]
+
+    def _request_async(self) -> None:
+        """A request for every runner that is up and has none in flight; it carries the
+        last ``sync_weights_async`` weights unless a ``sync_weights`` came after them."""
+        weights = self._async_weights
+        if weights is not None and weights[1] != self._weights_seq_no:
+            weights = None  # Every runner already holds the newer weights sync_weights sent.
+        request = functools.partial(_sample_with_weights, weights=weights,
+                                    explore=self.config.explore)
+        for index in self.pool.up:
+            if index not in self.pool.in_flight:
+                self.pool.submit(index, "apply", request, tag=ASYNC_SAMPLE)
+
     # ---- weights and calls ------------------------------------------------------------------
 
+    # (seq_no, digest, object ref) of the weights _load_weights put last.
+    _put_weights: tuple[int, dict[str, str], Any] | None = None
+
     def _load_weights(self, weights: dict, seq_no: int, digest: dict[str, str]) -> None:
-        """One copy in the object store for all runners; a restarting runner loads it as soon
-        as it is up."""
+        """One copy in the object store for all runners, put once per version (runners skip
+        a version they hold); a restarting runner loads it as soon as it is up."""
         self._check_running()
-        ref = ray.put(weights)
+        if self._put_weights is None or self._put_weights[:2] != (seq_no, digest):
+            self._put_weights = (seq_no, digest, ray.put(weights))
+        ref = self._put_weights[2]
         self.pool.set_replay(lambda actor: actor.set_weights.remote(ref, seq_no, digest))
         reported = self._call_all("set_weights", ref, seq_no, digest)
         if any(s != seq_no for s in reported):
@@ -223,3 +293,14 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
                 f"{ray.available_resources().get('CPU', 0):g} free (of "
                 f"{ray.cluster_resources().get('CPU', 0):g}). Bring back the lost nodes or add "
                 "some (the runners then join by themselves), or lower num_cpus_per_env_runner.")
+
+
+def _sample_with_weights(runner: EnvRunner, weights: tuple[Any, int, dict[str, str]] | None,
+                         explore: bool) -> tuple[int, PackedFragments]:
+    """In the runner: load ``weights`` if it does not hold that version yet, then sample one
+    rollout_fragment_length per env; returns the version it sampled with and the fragments
+    (packed for the trip)."""
+    if weights is not None and runner.weights_seq_no != weights[1]:
+        ref, seq_no, digest = weights
+        runner.set_weights(ray.get(ref), seq_no, digest)
+    return runner.weights_seq_no, runner.sample_packed(explore=explore)
