@@ -67,7 +67,7 @@ def test_ppo_learns_with_a_recurrent_module():
                                        "fcnet_hiddens": [32], "max_seq_len": 20})
               .training(vf_loss_coeff=0.01)
               .debugging(seed=0))
-    assert_return_rises(config, 16_000, factor=2)
+    assert_return_rises(config, 24_000, factor=2)
 
 
 def test_ppo_on_continuous_actions():
