@@ -16,6 +16,7 @@ that other load on the machine does not skew the ratios; the Ray figures are wal
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import gymnasium as gym
@@ -116,6 +117,7 @@ def main() -> None:
               f"ratio to bare {max(figures) / max(bare):.2f}")
     print("target: SingleAgentEnvRunner / bare >= 0.90")
 
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # A local Ray only: no token file.
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
