@@ -10,7 +10,7 @@ import torch
 
 from algorithms.appo.vtrace import vtrace
 from algorithms.ppo.gae import compute_gae
-from algorithms.ppo.ppo_torch_learner import PPOTorchLearner, explained_variance
+from algorithms.ppo.ppo_torch_learner import PPOTorchLearner
 from learners import masked_mean
 from learners.batching import cut_sequences
 from rlmodules import Columns, SelfSupervisedLossAPI, TargetNetworkAPI, ValueFunctionAPI
@@ -117,9 +117,6 @@ class APPOTorchLearner(PPOTorchLearner):
             mean_kl = masked_mean(target_dist.kl(dist), mask)
             total = total + self.kl_coeffs[module_id] * mean_kl
             self.log_metric(module_id, "mean_kl_loss", mean_kl)
-        self.log_metric(module_id, "policy_loss", policy_loss)
-        self.log_metric(module_id, "vf_loss", vf_loss)
-        self.log_metric(module_id, "vf_explained_var", explained_variance(
-            batch[Columns.VALUE_TARGETS], values.detach(), mask))
-        self.log_metric(module_id, "entropy", entropy)
+        self.log_loss_terms(module_id, policy_loss, vf_loss, entropy, values,
+                            batch[Columns.VALUE_TARGETS], mask)
         return total

@@ -79,12 +79,19 @@ class PPOTorchLearner(TorchLearner):
             mean_kl = masked_mean(old_dist.kl(dist), mask)
             total = total + self.kl_coeffs[module_id] * mean_kl
             self.log_metric(module_id, "mean_kl_loss", mean_kl)
+        self.log_loss_terms(module_id, policy_loss, vf_loss, entropy, values,
+                            batch[Columns.VALUE_TARGETS], mask)
+        return total
+
+    def log_loss_terms(self, module_id: str, policy_loss: torch.Tensor, vf_loss: torch.Tensor,
+                       entropy: torch.Tensor, values: torch.Tensor, targets: torch.Tensor,
+                       mask: torch.Tensor | None) -> None:
+        """RLlib's policy_loss, vf_loss, vf_explained_var and entropy terms."""
         self.log_metric(module_id, "policy_loss", policy_loss)
         self.log_metric(module_id, "vf_loss", vf_loss)
-        self.log_metric(module_id, "vf_explained_var", explained_variance(
-            batch[Columns.VALUE_TARGETS], values.detach(), mask))
+        self.log_metric(module_id, "vf_explained_var",
+                        explained_variance(targets, values.detach(), mask))
         self.log_metric(module_id, "entropy", entropy)
-        return total
 
     def after_update(self, results: dict[str, dict[str, Any]]) -> None:
         """Report the next update's entropy coefficient (``curr_entropy_coeff``) of each
