@@ -80,11 +80,15 @@ def runner_loop(runner: SingleAgentEnvRunner, seconds: float) -> float:
 def group_throughput(num_env_runners: int, seconds: float) -> float:
     group = EnvRunnerGroup(config(num_env_runners))
     try:
-        group.sample()  # Warm-up: actor processes are up and have run once.
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            steps += sum(len(f) for f in group.sample())
-        return steps / (time.perf_counter() - start)
+        for _ in range(3):  # Warm-up: actor processes are up and have run a few times.
+            group.sample()
+        best = 0.0
+        for _ in range(3):  # Best of 3, as the single-process figures are best of rounds.
+            steps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                steps += sum(len(f) for f in group.sample())
+            best = max(best, steps / (time.perf_counter() - start))
+        return best
     finally:
         group.stop()
 
@@ -122,9 +126,14 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        ray_figures = {}
         for n in (1, 2):
+            ray_figures[n] = group_throughput(n, args.seconds)
             print(f"EnvRunnerGroup, {n} Ray runner(s) x {NUM_ENVS} envs: "
-                  f"{group_throughput(n, args.seconds):>9,.0f} env steps/s")
+                  f"{ray_figures[n]:>9,.0f} env steps/s")
+        local = max(ours["SingleAgentEnvRunner"])
+        print(f"1 Ray runner / local runner: {ray_figures[1] / local:.2f} (target >= 0.90); "
+              f"2 Ray runners / 1: {ray_figures[2] / ray_figures[1]:.2f} (target >= 1.80)")
     finally:
         ray.shutdown()
 
