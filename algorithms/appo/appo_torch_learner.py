@@ -114,9 +114,7 @@ class APPOTorchLearner(PPOTorchLearner):
         entropy = masked_mean(dist.entropy(), mask)
         total = policy_loss + config.vf_loss_coeff * vf_loss - self.entropy_coeff * entropy
         if config.use_kl_loss:
-            mean_kl = masked_mean(target_dist.kl(dist), mask)
-            total = total + self.kl_coeffs[module_id] * mean_kl
-            self.log_metric(module_id, "mean_kl_loss", mean_kl)
+            total = total + self.kl_loss(module_id, target_dist, dist, mask)
         self.log_loss_terms(module_id, policy_loss, vf_loss, entropy, values,
                             batch[Columns.VALUE_TARGETS], mask)
         return total

@@ -76,12 +76,18 @@ class PPOTorchLearner(TorchLearner):
 
         if config.use_kl_loss:
             old_dist = dist_cls.from_logits(batch[Columns.ACTION_DIST_INPUTS])
-            mean_kl = masked_mean(old_dist.kl(dist), mask)
-            total = total + self.kl_coeffs[module_id] * mean_kl
-            self.log_metric(module_id, "mean_kl_loss", mean_kl)
+            total = total + self.kl_loss(module_id, old_dist, dist, mask)
         self.log_loss_terms(module_id, policy_loss, vf_loss, entropy, values,
                             batch[Columns.VALUE_TARGETS], mask)
         return total
+
+    def kl_loss(self, module_id: str, reference: Any, dist: Any,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """kl_coeff x mean KL(reference || dist), logged as mean_kl_loss (the reference is
+        the sampling policy for PPO, the target network's for APPO)."""
+        mean_kl = masked_mean(reference.kl(dist), mask)
+        self.log_metric(module_id, "mean_kl_loss", mean_kl)
+        return self.kl_coeffs[module_id] * mean_kl
 
     def log_loss_terms(self, module_id: str, policy_loss: torch.Tensor, vf_loss: torch.Tensor,
                        entropy: torch.Tensor, values: torch.Tensor, targets: torch.Tensor,
