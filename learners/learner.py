@@ -48,7 +48,7 @@ from runners.fragment import Fragment
 from runners.metrics_logger import MetricsLogger
 from learners import distributed, optim
 from learners.batching import (concat_fragments, count_env_steps, cut_sequences,
-                               group_by_module, minibatch_plan)
+                               group_by_module, iterate_minibatches, minibatch_plan)
 
 DEFAULT_OPTIMIZER = "default_optimizer"
 """Name of an optimizer registered without one (RLlib's)."""
@@ -282,12 +282,12 @@ class TorchLearner:
         (ALL_MODULES: one optimizer over several modules).
 
         Its state is the learner state's "optimizer/<module_id>_<optimizer_name>"; its
-        gradients are clipped by config.grad_clip on their own, and its lr and gradient
-        norm are reported in ``results[module_id]`` as "<optimizer_name>_lr" and
-        "gradients_<optimizer_name>_global_norm". ``lr_or_lr_schedule``: a float sets the
-        lr; ``[[timestep, lr], ...]`` (first timestep 0) interpolates linearly over the
-        learner's lifetime trained env steps, updated after every update; None keeps the
-        optimizer's own lr.
+        gradients are clipped by config.grad_clip on their own; its lr is reported in
+        ``results[module_id]`` as "<optimizer_name>_lr" and, with a grad_clip (as in RLlib),
+        the unclipped norm as "gradients_<optimizer_name>_global_norm".
+        ``lr_or_lr_schedule``: a float sets the lr; ``[[timestep, lr], ...]`` (first
+        timestep 0) interpolates linearly over the learner's lifetime trained env steps,
+        updated after every update; None keeps the optimizer's own lr.
         """
         name = f"{module_id}_{optimizer_name}"
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -470,18 +470,16 @@ class TorchLearner:
         size, total = self.config.minibatch_size, self.config.train_batch_size_per_learner
         steps = self.config.num_epochs * (1 if size is None or total is None
                                           else max(1, total // size))
-        plans = {}
+        streams = []
         for mid, module_batch in batch.items():
             seq_len = self._max_seq_len[mid]  # Stateful modules draw whole sequences.
             rows = max(1, size // seq_len) if size and seq_len else size
             plan = minibatch_plan(len(first_leaf(module_batch)), rows, steps, self._rng)
             if plan is not None:
-                plans[mid] = torch.from_numpy(plan).to(self.device)
-        for step in range(steps):
-            self._update_minibatch({
-                mid: (map_tree(lambda x: x[plans[mid][step]], module_batch)
-                      if mid in plans else module_batch)
-                for mid, module_batch in batch.items()})
+                plan = torch.from_numpy(plan).to(self.device)
+            streams.append(iterate_minibatches(module_batch, plan, steps))
+        for minibatches in zip(*streams) if streams else [()] * steps:
+            self._update_minibatch(dict(zip(batch, minibatches)))
 
     def _update_minibatch(self, minibatch: dict[str, dict[str, Any]]) -> None:
         for param in self._params:
@@ -514,19 +512,22 @@ class TorchLearner:
         self.apply_gradients()
 
     def apply_gradients(self) -> None:
-        """Clip each optimizer's gradients by global norm (config.grad_clip) and step it.
+        """Clip each optimizer's gradients by global norm (config.grad_clip), logging the
+        norm, and step it. Without a grad_clip no norm is computed (RLlib logs none then):
+        it would cost a reduction over every gradient per minibatch.
 
         Optimizers whose parameters got no gradient (modules without data) are skipped.
         """
+        grad_clip = self.config.grad_clip
         for name, optimizer in self._optimizers.items():
             params = [p for p in self._optimizer_params[name] if p.grad is not None]
             if not params:
                 continue
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-            if self.config.grad_clip is not None:
-                torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
-            module_id, optimizer_name = self._optimizer_ids[name]
-            self.log_metric(module_id, f"gradients_{optimizer_name}_global_norm", norm)
+            if grad_clip is not None:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+                torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+                module_id, optimizer_name = self._optimizer_ids[name]
+                self.log_metric(module_id, f"gradients_{optimizer_name}_global_norm", norm)
             optim.step(optimizer)
             self._stepped.add(name)
 

@@ -71,7 +71,7 @@ def ppo_learner(learner_class, **training):
 
 def test_separate_value_function_optimizer_with_its_own_lr_trains_and_steps_both():
     learner = ppo_learner(PPOTorchLearnerWithSeparateVfOptimizer, lr=3e-3, num_epochs=2,
-                          learner_config_dict={"lr_vf": 0.02})
+                          grad_clip=100.0, learner_config_dict={"lr_vf": 0.02})
     names = [name for name, _ in learner.get_optimizers_for_module("default_policy")]
     assert names == ["optim_for_pi", "optim_for_vf"]
     assert learner.get_optimizer("default_policy", "optim_for_vf").param_groups[0]["lr"] == 0.02
@@ -155,7 +155,7 @@ class TwoOptimizerBC(BCLearner):
 
 
 def test_register_optimizer_keyword_api_and_its_errors():
-    learner = build_learner(TwoOptimizerBC)
+    learner = build_learner(TwoOptimizerBC, grad_clip=100.0)
     assert [n for n, _ in learner.get_optimizers_for_module("default_policy")] == [
         "pi_optim", "vf_optim"]
     optimizer = learner.get_optimizer("default_policy", "pi_optim")

@@ -64,7 +64,7 @@ def test_requires_value_function_api():
 
 
 def test_update_prefers_the_rewarded_action_and_reports_every_term():
-    learner = make_learner()
+    learner = make_learner(grad_clip=100.0)
     before = prob_of_action_0(learner)
     for i in range(5):
         results = learner.update(bandit_fragments(learner, seed=i))
@@ -189,3 +189,10 @@ def test_data_parallel_learners_adapt_the_kl_coefficient_alike(ray_session):
             np.testing.assert_array_equal(value, weights[1]["default_policy"][name])
     finally:
         group.stop()
+
+
+def test_entropy_coeff_follows_a_config_changed_in_place():
+    learner = make_learner(entropy_coeff=0.01)
+    assert learner.entropy_coeff == 0.01
+    learner.config = PPOConfig().training(entropy_coeff=[[0, 0.5], [1000, 0.1]])  # As PBT does.
+    assert learner.entropy_coeff == 0.5

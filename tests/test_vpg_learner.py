@@ -72,7 +72,7 @@ def test_update_raises_the_probability_of_the_rewarded_action():
 def test_default_learner_has_one_optimizer_per_module_shared_variant_one_for_all():
     ids = ("p0", "p1")
     per_module = make_learner(module_ids=ids).get_state()["optimizer"]
-    shared = make_learner(VPGTorchLearnerSharedOptimizer, module_ids=ids)
+    shared = make_learner(VPGTorchLearnerSharedOptimizer, module_ids=ids, grad_clip=100.0)
     assert sorted(per_module) == ["p0_default_optimizer", "p1_default_optimizer"]
     assert list(shared.get_state()["optimizer"]) == ["__all_modules___shared_optimizer"]
     # A step on p0's data alone leaves p1 as it was: no gradient reaches it.

@@ -25,12 +25,17 @@ class PPOTorchLearner(TorchLearner):
     def build(self) -> None:
         super().build()
         self.kl_coeffs = {mid: float(self.config.kl_coeff) for mid in self.module.keys()}
-        self._entropy_schedule = schedule_points(self.config.entropy_coeff, "entropy_coeff")
+        schedule_points(self.config.entropy_coeff, "entropy_coeff")  # Checked at build.
 
     @property
     def entropy_coeff(self) -> float:
-        """``config.entropy_coeff``, or its schedule at the trained env steps so far."""
-        return float(np.interp(self.num_env_steps_trained_lifetime, *self._entropy_schedule))
+        """``config.entropy_coeff``, or its schedule at the trained env steps so far (read
+        from the config each time: Tune's reset_config may change it in place)."""
+        value = self.config.entropy_coeff
+        if isinstance(value, (int, float)):
+            return float(value)  # The common case costs no interpolation per minibatch.
+        return float(np.interp(self.num_env_steps_trained_lifetime,
+                               *schedule_points(value, "entropy_coeff")))
 
     def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
                                          ) -> dict[str, list[np.ndarray]]:
