@@ -15,6 +15,7 @@ from rlmodules.distributions import TorchDiagGaussian, default_dist_cls
 from rlmodules.encoders import (ACTOR, CRITIC, ActorCriticEncoder, CNNEncoder, LSTMEncoder,
                                 MLPEncoder, build_encoder)
 from rlmodules.heads import PolicyHead, ValueHead
+from rlmodules.layers import activation
 from rlmodules.tree import map_tree
 
 VEC = gym.spaces.Box(-1, 1, (4,))
@@ -60,6 +61,19 @@ def test_mlp_encoder_layers_activation_and_initializers_by_name_or_callable():
     assert set(out) == {ENCODER_OUT} and encoder.get_initial_state() == {}
     assert out[ENCODER_OUT].shape == (2, 7, 5) and encoder.output_dim == 5
     assert MLPEncoder(4, cfg(fcnet_hiddens=[])).output_dim == 4
+
+
+@pytest.mark.parametrize("rows", [8, 1000])  # torch.tanh below the size cut, sigmoid above
+def test_tanh_activation_equals_torch_tanh_in_value_and_gradient(rows):
+    layer = activation("tanh", "fcnet_activation")
+    assert isinstance(layer, nn.Tanh)
+    x = torch.randn(rows, 64, requires_grad=True)
+    ours = layer(x)
+    (ours * torch.arange(64.0)).sum().backward()
+    grad, x.grad = x.grad, None
+    (torch.tanh(x) * torch.arange(64.0)).sum().backward()
+    torch.testing.assert_close(ours, torch.tanh(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(grad, x.grad, atol=1e-4, rtol=0)  # weighted by up to 63
 
 
 @pytest.mark.parametrize("key, value, match", [
