@@ -101,10 +101,14 @@ def sb3(task: dict) -> tuple[float, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    # No choices=: Python 3.11's argparse checks an empty list against them and refuses it.
+    parser.add_argument("tasks", nargs="*", help=f"any of {', '.join(TASKS)} (default: all)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for name in args.tasks:
+    unknown = sorted(set(args.tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    for name in args.tasks or list(TASKS):
         task = TASKS[name]
         mine, theirs = [], []
         with tempfile.TemporaryDirectory() as tmp:
