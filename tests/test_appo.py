@@ -9,12 +9,13 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 
 from algorithms import Algorithm
 from algorithms.appo import APPOConfig
 from algorithms.appo.appo import CircularBuffer, TrainBatch, merge_update_results
 from learners import ALL_MODULES
-from rlmodules import RLModuleSpec
+from rlmodules import TARGET_NETWORK_ACTION_DIST_INPUTS, Columns, RLModuleSpec
 import rllib_ports as ports
 from test_algorithm_ray import assert_every_runner_has_the_learner_weights
 
@@ -78,6 +79,37 @@ def test_loss_settings_reach_the_learner():
     # Broadcasts every 3 updates: after 4 updates (one per iteration) the runner holds 3.
     assert lags == [1]
     assert [r["policy_lag_max"] for r in results] == [0, 1, 2, 0]
+
+
+def test_importance_weights_are_behaviour_over_target_clipped_once_per_update():
+    """The surrogate's weight pi_behaviour / pi_target (clipped at target_worker_clipping)
+    comes as a column computed once per update; the target's inputs only with the KL loss."""
+    for use_kl_loss in (False, True):
+        algo = small_appo().training(target_worker_clipping=1.2,
+                                     use_kl_loss=use_kl_loss).build_algo()
+        try:
+            fragments = algo.env_runner_group.sample(num_timesteps=200)
+            learner = algo.learner_group.foreach_learner(lambda learner: learner)[0]
+            module = learner.module["default_policy"]
+            with torch.no_grad():  # The target network too moves off the sampling weights.
+                for p in module.parameters():
+                    p.add_(0.3 * torch.randn_like(p))
+            columns = learner.compute_extra_columns_for_module("default_policy", fragments)
+            obs = torch.from_numpy(np.concatenate([f.columns[Columns.OBS] for f in fragments]))
+            actions = np.concatenate([f.columns[Columns.ACTIONS] for f in fragments])
+            with torch.no_grad():
+                target_logits = module.forward_target({Columns.OBS: obs})[
+                    TARGET_NETWORK_ACTION_DIST_INPUTS]
+            target_p = torch.softmax(target_logits, -1).numpy()[np.arange(len(actions)), actions]
+            behaviour_p = np.exp(np.concatenate([f.columns[Columns.ACTION_LOGP]
+                                                 for f in fragments]))
+        finally:
+            algo.stop()
+        weights = np.concatenate(columns["target_is_weights"])
+        expected = np.minimum(behaviour_p / target_p, 1.2)
+        np.testing.assert_allclose(weights, expected, rtol=1e-5)
+        assert 0 < weights.min() and weights.max() == np.float32(1.2)  # Some were clipped.
+        assert (TARGET_NETWORK_ACTION_DIST_INPUTS in columns) == use_kl_loss
 
 
 def test_a_recurrent_module_with_target_networks_trains():

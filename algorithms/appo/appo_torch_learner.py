@@ -19,6 +19,11 @@ from rlmodules.tree import map_tree
 from runners.fragment import Fragment
 
 
+_IS_WEIGHTS = "target_is_weights"
+"""Column: behaviour / target policy probability of each action, clipped at
+``target_worker_clipping`` (the surrogate's importance weight)."""
+
+
 class APPOTorchLearner(PPOTorchLearner):
     """Trains modules with a value function and target networks (the target's policy is
     the "old" policy of the surrogate). From PPOTorchLearner it keeps the entropy schedule
@@ -30,9 +35,10 @@ class APPOTorchLearner(PPOTorchLearner):
 
     def compute_extra_columns_for_module(self, module_id: str, fragments: Sequence[Fragment]
                                          ) -> dict[str, list[np.ndarray]]:
-        """Once per update, with no gradient: the target policy's action distribution
-        inputs, then ADVANTAGES and VALUE_TARGETS from V-trace (the target policy corrects
-        for the behaviour policy that sampled) or, with ``vtrace=False``, from GAE."""
+        """Once per update, with no gradient: the surrogate's importance weights (behaviour /
+        target policy, clipped), ADVANTAGES and VALUE_TARGETS from V-trace (the target policy
+        corrects for the behaviour policy that sampled) or, with ``vtrace=False``, from GAE,
+        and with ``use_kl_loss`` the target policy's action distribution inputs."""
         if isinstance(self.module[module_id], SelfSupervisedLossAPI):
             return {}
         config = self.config
@@ -40,19 +46,21 @@ class APPOTorchLearner(PPOTorchLearner):
         splits = np.cumsum(lengths)[:-1]
         target_inputs = self._target_action_dist_inputs(module_id, fragments)
         values = self.compute_values_for_fragments(module_id, fragments)
+        module = self.module[module_id]
+        actions = map_tree(lambda *xs: np.concatenate(xs),
+                           *[f.columns[Columns.ACTIONS] for f in fragments])
+        with torch.no_grad():
+            target_logp = module.get_train_action_dist_cls().from_logits(
+                torch.from_numpy(target_inputs)).logp(map_tree(torch.from_numpy, actions)).numpy()
+        behaviour_logp = np.concatenate([f.columns[Columns.ACTION_LOGP] for f in fragments])
+        # behaviour / target, clipped: the same for every epoch, so computed once here.
+        is_weights = np.minimum(np.exp(behaviour_logp - target_logp),
+                                config.target_worker_clipping).astype(np.float32)
         if config.vtrace:
-            module = self.module[module_id]
-            dist_cls = module.get_train_action_dist_cls()
-            actions = map_tree(lambda *xs: np.concatenate(xs),
-                               *[f.columns[Columns.ACTIONS] for f in fragments])
-            with torch.no_grad():
-                target_logp = dist_cls.from_logits(torch.from_numpy(target_inputs)).logp(
-                    map_tree(torch.from_numpy, actions)).numpy()
             ends = np.zeros(len(target_logp), bool)
             ends[np.cumsum(lengths) - 1] = True  # A fragment ends its episode or is cut.
             targets, advantages = vtrace(
-                behaviour_logp=np.concatenate([f.columns[Columns.ACTION_LOGP] for f in fragments]),
-                target_logp=target_logp,
+                behaviour_logp=behaviour_logp, target_logp=target_logp,
                 rewards=np.concatenate([f.columns[Columns.REWARDS] for f in fragments]),
                 values=np.concatenate([v[:-1] for v in values]),
                 next_values=np.concatenate([v[1:] for v in values]),
@@ -63,8 +71,11 @@ class APPOTorchLearner(PPOTorchLearner):
             advantages, targets = np.split(advantages, splits), np.split(targets, splits)
         else:
             advantages, targets = compute_gae(fragments, values, config.gamma, config.lambda_)
-        return {Columns.ADVANTAGES: advantages, Columns.VALUE_TARGETS: targets,
-                TARGET_NETWORK_ACTION_DIST_INPUTS: np.split(target_inputs, splits)}
+        columns = {Columns.ADVANTAGES: advantages, Columns.VALUE_TARGETS: targets,
+                   _IS_WEIGHTS: np.split(is_weights, splits)}
+        if config.use_kl_loss:
+            columns[TARGET_NETWORK_ACTION_DIST_INPUTS] = np.split(target_inputs, splits)
+        return columns
 
     def _target_action_dist_inputs(self, module_id: str,
                                    fragments: Sequence[Fragment]) -> np.ndarray:
@@ -99,11 +110,8 @@ class APPOTorchLearner(PPOTorchLearner):
         mask = batch.get(Columns.LOSS_MASK)  # Only set for sequences of stateful modules.
         dist_cls = module.get_train_action_dist_cls()
         dist = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        target_dist = dist_cls.from_logits(batch[TARGET_NETWORK_ACTION_DIST_INPUTS])
         actions, behaviour_logp = batch[Columns.ACTIONS], batch[Columns.ACTION_LOGP]
-        is_ratio = torch.exp(behaviour_logp - target_dist.logp(actions)).clamp(
-            0.0, config.target_worker_clipping)
-        ratio = is_ratio * torch.exp(dist.logp(actions) - behaviour_logp)
+        ratio = batch[_IS_WEIGHTS] * torch.exp(dist.logp(actions) - behaviour_logp)
         advantages = batch[Columns.ADVANTAGES]
         clipped = ratio.clamp(1 - config.clip_param, 1 + config.clip_param)
         surrogate = torch.min(ratio * advantages, clipped * advantages)
@@ -114,6 +122,7 @@ class APPOTorchLearner(PPOTorchLearner):
         entropy = masked_mean(dist.entropy(), mask)
         total = policy_loss + config.vf_loss_coeff * vf_loss - self.entropy_coeff * entropy
         if config.use_kl_loss:
+            target_dist = dist_cls.from_logits(batch[TARGET_NETWORK_ACTION_DIST_INPUTS])
             total = total + self.kl_loss(module_id, target_dist, dist, mask)
         self.log_loss_terms(module_id, policy_loss, vf_loss, entropy, values,
                             batch[Columns.VALUE_TARGETS], mask)
