@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from algorithms.algorithm_config import AlgorithmConfig
@@ -136,7 +137,7 @@ class Algorithm:
                 self._start_evaluation()
                 evaluating = pool.submit(self._evaluate_on_runners)
             with self._timer(TRAINING_STEP_TIMER):
-                learner_results = self.training_step()
+                learner_results = self._training_steps()
             train_s = time.perf_counter() - t0
             evaluation = self._end_evaluation(*evaluating.result()) if parallel else None
         self.training_iteration = iteration
@@ -163,6 +164,15 @@ class Algorithm:
                             result=result)
         _merge_into(result, self.metrics.reduce())
         return result
+
+    def _training_steps(self) -> dict[str, Any]:
+        """``training_step()`` until ``min_time_s_per_iteration`` has passed (at least once,
+        as RLlib); the learner results of several steps merged as of one update."""
+        start, results = time.perf_counter(), []
+        while not results or time.perf_counter() - start < (
+                self.config.min_time_s_per_iteration or 0):
+            results.append(self.training_step())
+        return results[0] if len(results) == 1 else merge_update_results(results)
 
     def training_step(self) -> dict[str, Any]:
         """Sample, update the learners on that data, sync the new weights to every runner;
@@ -382,3 +392,26 @@ def _merge_into(result: dict[str, Any], logged: Mapping[str, Any]) -> None:
             _merge_into(result[key], value)
         else:
             result[key] = value
+
+
+_SUMMED = ("num_env_steps_trained", "num_module_steps_trained")
+_LAST = ("num_target_updates", "last_target_update_ts", "curr_kl_coeff", "curr_entropy_coeff")
+
+
+def merge_update_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several updates' results as one: trained-step counts summed, lifetime counts, target
+    update counters, adapted coefficients and learning rates as after the last update, every
+    other number (loss terms) averaged over the updates that reported it."""
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for r in results for k in r):
+        values = [r[key] for r in results if key in r]
+        if isinstance(values[-1], dict):
+            merged[key] = merge_update_results(values)
+        elif key in _SUMMED:
+            merged[key] = sum(values)
+        elif key.endswith(("_lifetime", "_lr")) or key in _LAST or not all(
+                isinstance(v, (int, float)) for v in values):
+            merged[key] = values[-1]
+        else:
+            merged[key] = float(np.mean(values))
+    return merged

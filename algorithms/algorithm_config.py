@@ -164,6 +164,15 @@ class EvaluationSettings:
         "(the episodes unit always does)")
 
 
+@dataclass
+class IterationReportingSettings(ReportingSettings):
+    """How results are smoothed (the runners read that), and how long an iteration lasts."""
+
+    min_time_s_per_iteration: float | None = setting(
+        None, optional(NON_NEGATIVE), "train() repeats training_step() until at least this "
+        "many seconds have passed (and runs it at least once); None or 0: once")
+
+
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -301,7 +310,7 @@ class AlgorithmConfig:
     debugging = Builder(DebuggingSettings)
     fault_tolerance = Builder(FaultToleranceSettings)
     evaluation = Builder(EvaluationSettings)
-    reporting = Builder(ReportingSettings)
+    reporting = Builder(IterationReportingSettings)
     callbacks = CallbacksBuilder()
     resources = Builder(ResourcesSettings)
     checkpointing = Builder(CheckpointingSettings)

@@ -160,3 +160,25 @@ def test_same_seed_same_training():
     (loss_a, weights_a), (loss_b, weights_b) = run(), run()
     assert loss_a == loss_b
     assert_states_equal(weights_a, weights_b)
+
+
+def test_min_time_s_per_iteration_repeats_the_training_step_within_one_iteration():
+    """RLlib's reporting(min_time_s_per_iteration=): train() runs training_step() until that
+    much time has passed, the learner results of all of them merged; by default once."""
+    config = (PPOConfig().environment("CartPole-v1")
+              .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+              .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
+              .debugging(seed=0))
+    for min_time_s in (None, 0.3):
+        algo = config.copy().reporting(min_time_s_per_iteration=min_time_s).build_algo()
+        steps, step = [], algo.training_step
+        algo.training_step = lambda: steps.append(1) or step()
+        try:
+            result = algo.train()
+        finally:
+            algo.stop()
+        assert (len(steps) == 1) == (min_time_s is None), len(steps)
+        assert result["time_this_iter_s"] >= (min_time_s or 0)
+        assert result["training_iteration"] == 1
+        trained = result["learners"][ALL_MODULES]["num_env_steps_trained"]
+        assert trained == 64 * len(steps) == result["num_env_steps_trained_lifetime"]

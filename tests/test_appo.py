@@ -13,7 +13,8 @@ import torch
 
 from algorithms import Algorithm
 from algorithms.appo import APPOConfig
-from algorithms.appo.appo import CircularBuffer, TrainBatch, merge_update_results
+from algorithms.algorithm import merge_update_results
+from algorithms.appo.appo import CircularBuffer, TrainBatch
 from learners import ALL_MODULES
 from rlmodules import TARGET_NETWORK_ACTION_DIST_INPUTS, Columns, RLModuleSpec
 import rllib_ports as ports

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from algorithms.algorithm import (ENV_RUNNER_SAMPLING_TIMER, LEARNER_UPDATE_TIMER,
-                                  SYNCH_WORKER_WEIGHTS_TIMER, Algorithm)
+                                  SYNCH_WORKER_WEIGHTS_TIMER, Algorithm, merge_update_results)
 from algorithms.algorithm_config import AlgorithmConfig, Builder, TrainingSettings
 from algorithms.appo.appo_torch_learner import APPOTorchLearner
 from algorithms.appo.default_appo_rl_module import DefaultAPPOTorchRLModule
@@ -21,8 +21,7 @@ from learners import ALL_MODULES
 from learners.batching import count_env_steps
 from learners.learner_group import PendingUpdate
 from rlmodules import RLModuleSpec
-from runners.config import (BOOL, NON_NEGATIVE, POSITIVE, UNIT, ReportingSettings, int_at_least,
-                            or_schedule, setting)
+from runners.config import BOOL, NON_NEGATIVE, POSITIVE, UNIT, int_at_least, or_schedule, setting
 from runners.fragment import Fragment
 
 POLL_S = 0.002
@@ -63,15 +62,6 @@ class APPOTrainingSettings(TrainingSettings):
         1, int_at_least(1), "learner updates between two weight broadcasts to the env runners")
 
 
-@dataclass
-class APPOReportingSettings(ReportingSettings):
-    """How results are smoothed, and how long an iteration lasts."""
-
-    min_time_s_per_iteration: float = setting(
-        10.0, NON_NEGATIVE, "an iteration samples and trains until at least this many seconds "
-        "have passed (and at least one update was made); 0: one train batch per iteration")
-
-
 class APPOConfig(AlgorithmConfig):
     """APPO's settings: RLlib's names; defaults as RLlib's where they solve CartPole-v1
     quickly, else tuned for it (as PPOConfig's): more SGD per batch (lr 3e-3, 2 epochs of
@@ -82,9 +72,9 @@ class APPOConfig(AlgorithmConfig):
     # in circular_buffer_num_batches x circular_buffer_iterations_per_batch x train batches).
     defaults = {"num_envs_per_env_runner": 8, "rollout_fragment_length": 50,
                 "train_batch_size": 1000, "lr": 3e-3, "num_epochs": 2, "minibatch_size": 250,
-                "grad_clip": 40.0, "tau": 1.0, "target_network_update_freq": 8000}
+                "grad_clip": 40.0, "tau": 1.0, "target_network_update_freq": 8000,
+                "min_time_s_per_iteration": 10.0}
     training = Builder(APPOTrainingSettings)
-    reporting = Builder(APPOReportingSettings)
     default_learner_class = APPOTorchLearner
     default_rl_module_spec = RLModuleSpec(
         module_class=DefaultAPPOTorchRLModule, catalog_class=PPOCatalog,
@@ -213,7 +203,7 @@ class APPO(Algorithm):
 
     def _iteration_done(self, start: float) -> bool:
         return bool(self._iteration["results"]) and (
-            time.perf_counter() - start >= self.config.min_time_s_per_iteration)
+            time.perf_counter() - start >= (self.config.min_time_s_per_iteration or 0))
 
     def _collect(self, arrivals: Sequence[tuple[int, list[Fragment]]]) -> None:
         """Fragments into the filling batch; a full one goes into the circular buffer."""
@@ -278,26 +268,3 @@ class APPO(Algorithm):
         self._filling = TrainBatch()
         if self.env_runner_group.local_env_runner is None:
             self.env_runner_group.discard_async_samples()
-
-
-_SUMMED = ("num_env_steps_trained", "num_module_steps_trained")
-_LAST = ("num_target_updates", "last_target_update_ts", "curr_kl_coeff", "curr_entropy_coeff")
-
-
-def merge_update_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Several updates' results as one: trained-step counts summed, lifetime counts, target
-    update counters, adapted coefficients and learning rates as after the last update, every
-    other number (loss terms) averaged over the updates that reported it."""
-    merged: dict[str, Any] = {}
-    for key in dict.fromkeys(k for r in results for k in r):
-        values = [r[key] for r in results if key in r]
-        if isinstance(values[-1], dict):
-            merged[key] = merge_update_results(values)
-        elif key in _SUMMED:
-            merged[key] = sum(values)
-        elif key.endswith(("_lifetime", "_lr")) or key in _LAST or not all(
-                isinstance(v, (int, float)) for v in values):
-            merged[key] = values[-1]
-        else:
-            merged[key] = float(np.mean(values))
-    return merged
