@@ -1,6 +1,6 @@
 """Sampling throughput: one SingleAgentEnvRunner vs a bare gymnasium + torch loop, then Ray.
 
-    python scripts/bench_sampling.py [--seconds 3]
+    python scripts/bench_sampling.py [--seconds 2] [--rounds 5]
 
 All single-process figures use 8 CartPole-v1 envs in a SyncVectorEnv, the same 64x64 tanh MLP
 and torch at 1 thread. The bare loop does per vector step only what any sampler must: one
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Callable
 
 import gymnasium as gym
 import torch
@@ -72,19 +73,14 @@ def config(num_env_runners: int = 0, **settings) -> EnvRunnerConfig:
                            **{"num_cpus_per_env_runner": 1, **settings})
 
 
-def runner_loop(runner: SingleAgentEnvRunner, seconds: float) -> float:
-    steps, start = 0, time.process_time()
-    while time.process_time() - start < seconds:
-        steps += sum(len(f) for f in runner.sample())
-    return steps / (time.process_time() - start)
-
-
-def group_throughput(group: EnvRunnerGroup, seconds: float) -> float:
-    """Env steps per wall-clock second of ``group.sample()`` calls."""
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        steps += sum(len(f) for f in group.sample())
-    return steps / (time.perf_counter() - start)
+def sampled_per_s(sampler: SingleAgentEnvRunner | EnvRunnerGroup, seconds: float,
+                  clock: Callable[[], float]) -> float:
+    """Env steps per second of ``clock`` (this process's CPU time for a runner in it, wall
+    time for a Ray group) of back-to-back ``sample()`` calls."""
+    steps, start = 0, clock()
+    while clock() - start < seconds:
+        steps += sum(len(f) for f in sampler.sample())
+    return steps / (clock() - start)
 
 
 def main() -> None:
@@ -115,9 +111,9 @@ def main() -> None:
         for _ in range(args.rounds):
             bare.append(bare_loop(args.seconds))
             for name, runner in runners.items():
-                ours[name].append(runner_loop(runner, args.seconds))
+                ours[name].append(sampled_per_s(runner, args.seconds, time.process_time))
             for n, group in groups.items():
-                ray_figures[n].append(group_throughput(group, args.seconds))
+                ray_figures[n].append(sampled_per_s(group, args.seconds, time.perf_counter))
     finally:
         for sampler in [*runners.values(), *groups.values()]:
             sampler.stop()
