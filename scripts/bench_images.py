@@ -33,7 +33,7 @@ from torch import nn
 
 from algorithms.ppo import PPOConfig
 from bench_learner import bare_update, best_rates, project_learner
-from bench_sampling import runner_loop
+from bench_sampling import sampled_per_s
 from runners import SingleAgentEnvRunner
 from runners.envs import wrap_atari_for_new_api_stack
 
@@ -166,7 +166,7 @@ def main() -> None:
     bare, ours = [], []
     for _ in range(args.rounds):
         bare.append(sample_bare(args.seconds))
-        ours.append(runner_loop(runner, args.seconds))
+        ours.append(sampled_per_s(runner, args.seconds, time.process_time))
     print(f"{env_name}: [84, 84, 4] frames, {NUM_ENVS} envs, PPO's default CNN "
           f"({sum(p.numel() for p in module.parameters()):,} actor parameters)")
     print("sampling (env steps per CPU-second, best of "
