@@ -10,7 +10,11 @@ forward pass and a Categorical sample, all stepping over the same seconds. At ea
 two alternate (best of ``--rounds``). Printed per N: env steps/s of both, efficiency =
 ours / floor (target >= 0.9 at 32 runners), the time of one sample() call (one request of
 ``--fragment`` steps per env per runner) and the driver's CPU time per runner per call:
-where N times the latter reaches the former, one driver stops scaling.
+where N times the latter reaches the former, one driver stops scaling. A third figure, in
+the same rounds, is the bare Ray barrier over the same actors (``ray.get`` of one
+``sample_packed`` request per runner, unpacked): what any synchronous sample() can reach, so
+ours / barrier is the group's own cost and barrier / floor the cost of waiting for the
+slowest runner.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import nn
 
 from rlmodules import Columns, RLModuleSpec, TorchRLModule
 from runners import EnvRunnerConfig, EnvRunnerGroup
+from runners.fragment import unpack_fragments
 
 NUM_RUNNERS = (1, 4, 16, 32)
 NUM_ENVS = 4
@@ -126,6 +131,18 @@ def ours(group: EnvRunnerGroup, seconds: float) -> tuple[float, float, float]:
     return steps / wall, wall / calls * 1e3, cpu / calls / group.num_remote_env_runners * 1e3
 
 
+def barrier(group: EnvRunnerGroup, seconds: float) -> float:
+    """Env steps/s of bare Ray calls: one request per runner, all awaited, then the next."""
+    import ray
+
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for packed in ray.get([actor.sample_packed.remote()
+                               for actor in group.remote_env_runners]):
+            steps += sum(len(f) for f in unpack_fragments(packed))
+    return steps / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
@@ -142,7 +159,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; {NUM_ENVS} envs per runner, "
           f"rollout_fragment_length {args.fragment}")
     print(f"{'runners':>7} {'ours steps/s':>13} {'floor steps/s':>14} {'efficiency':>10} "
-          f"{'ms/sample()':>11} {'driver ms/runner/call':>22}")
+          f"{'ms/sample()':>11} {'driver ms/runner/call':>22} {'barrier steps/s':>16} "
+          f"{'ours/barrier':>12}")
     try:
         for num in NUM_RUNNERS:
             group = EnvRunnerGroup(EnvRunnerConfig(
@@ -152,16 +170,17 @@ def main() -> None:
                 seed=0))
             try:
                 group.sample()  # Warm-up: every actor has sampled once.
-                floor_rates, runs = [], []
+                floor_rates, runs, barriers = [], [], []
                 for _ in range(args.rounds):
                     floor_rates.append(floor.rate(num, args.seconds))
                     runs.append(ours(group, args.seconds))
+                    barriers.append(barrier(group, args.seconds))
             finally:
                 group.stop()
             rate, call_ms, driver_ms = max(runs)
             print(f"{num:>7} {rate:>13,.0f} {max(floor_rates):>14,.0f} "
-                  f"{rate / max(floor_rates):>10.2f} {call_ms:>11.0f} {driver_ms:>22.2f}",
-                  flush=True)
+                  f"{rate / max(floor_rates):>10.2f} {call_ms:>11.0f} {driver_ms:>22.2f} "
+                  f"{max(barriers):>16,.0f} {rate / max(barriers):>12.2f}", flush=True)
     finally:
         ray.shutdown()
         floor.close()
