@@ -139,14 +139,18 @@ def unpack_fragments(packed: PackedFragments) -> list[Fragment]:
             fragments += group["fragments"]
             continue
         columns, last_obs = (map_tree(np.array, group[k]) for k in ("columns", "last_obs"))
-        bounds = np.cumsum([0, *group["lengths"]])
+        flat = not any(isinstance(v, (dict, tuple)) for v in columns.values())
+        bounds = np.cumsum([0, *group["lengths"]]).tolist()
         for j, (agent_id, episode_id, terminated, truncated, t_started, lookback) in \
                 enumerate(group["meta"]):
             rows = slice(bounds[j], bounds[j + 1])
-            own = map_tree(lambda v: v[rows], columns)
+            # Plain columns (no Dict/Tuple spaces): sliced without a map_tree call each.
+            own = {k: v[rows] for k, v in columns.items()} if flat else \
+                map_tree(lambda v: v[rows], columns)
             if group["infos"][j] is not None:
                 own[Columns.INFOS] = group["infos"][j]
             fragments.append(Fragment(group["module_id"], agent_id, episode_id, own,
+                                      last_obs[j] if isinstance(last_obs, np.ndarray) else
                                       map_tree(lambda v: v[j], last_obs), terminated,
                                       truncated, t_started, lookback))
     return fragments

@@ -35,6 +35,7 @@ def test_pack_unpack_round_trip_groups_by_module_and_keeps_everything():
             assert g.last_obs["b"] == 1
         else:
             np.testing.assert_array_equal(g.columns[Columns.OBS], f.columns[Columns.OBS])
+            np.testing.assert_array_equal(g.last_obs, f.last_obs)
         assert (g.lookback_obs is None) == (f.lookback_obs is None)
     g = by_key[("p0", "ep0")]
     g.columns[Columns.REWARDS][0] = 5.0  # Writable (learner connectors write in place) ...
