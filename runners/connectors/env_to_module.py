@@ -9,6 +9,7 @@ pieces that only add to the batch (FrameStackingEnvToModule) need their learner 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Hashable, Sequence
 
 import gymnasium as gym
@@ -134,10 +135,10 @@ class _RunningStats:
         _push(self.delta, x)
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        total = _combine([self.base, self.delta])
-        var = total["m2"] / max(total["n"] - 1, 1) if total["n"] > 1 else \
-            np.ones_like(total["mean"])
-        return total["mean"], np.sqrt(var)
+        total = _merge(self.base, self.delta)  # Every step: no copies when one side is empty.
+        if total["n"] > 1:
+            return total["mean"], np.sqrt(total["m2"] / (total["n"] - 1))
+        return total["mean"], np.ones_like(total["mean"])
 
 
 def _moments(shape: tuple) -> dict[str, Any]:
@@ -151,18 +152,22 @@ def _push(m: dict[str, Any], x: np.ndarray) -> None:
     m["m2"] = m["m2"] + d * (x - m["mean"])
 
 
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Chan et al.'s parallel merge of two sets of Welford moments (one of them as it is
+    when the other is empty)."""
+    if b["n"] == 0:
+        return a
+    if a["n"] == 0:
+        return b
+    n = a["n"] + b["n"]
+    d = b["mean"] - a["mean"]
+    return {"n": n, "mean": a["mean"] + d * (b["n"] / n),
+            "m2": a["m2"] + b["m2"] + d * d * (a["n"] * b["n"] / n)}
+
+
 def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chan et al.'s parallel merge of Welford moments."""
-    out = {"n": 0, "mean": np.zeros_like(parts[0]["mean"]), "m2": np.zeros_like(parts[0]["m2"])}
-    for p in parts:
-        n = out["n"] + p["n"]
-        if p["n"] == 0:
-            continue
-        d = p["mean"] - out["mean"]
-        out["mean"] = out["mean"] + d * (p["n"] / n)
-        out["m2"] = out["m2"] + p["m2"] + d * d * (out["n"] * p["n"] / n)
-        out["n"] = n
-    return out
+    """All parts' moments merged, as a new dict."""
+    return dict(functools.reduce(_merge, parts))
 
 
 class MeanStdFilter(_PerAgentSpaces):
