@@ -166,13 +166,23 @@ class Algorithm:
         return result
 
     def _training_steps(self) -> dict[str, Any]:
-        """``training_step()`` until ``min_time_s_per_iteration`` has passed (at least once,
-        as RLlib); the learner results of several steps merged as of one update."""
-        start, results = time.perf_counter(), []
-        while not results or time.perf_counter() - start < (
-                self.config.min_time_s_per_iteration or 0):
+        """``training_step()`` until the iteration is long enough (at least once, as RLlib);
+        the learner results of several steps merged as of one update."""
+        group, start, results, trained = self.env_runner_group, time.perf_counter(), [], 0
+        sampled_before = group.num_env_steps_sampled
+        while not results or not self._iteration_complete(
+                time.perf_counter() - start, group.num_env_steps_sampled - sampled_before,
+                trained):
             results.append(self.training_step())
+            trained += results[-1].get(ALL_MODULES, {}).get("num_env_steps_trained", 0)
         return results[0] if len(results) == 1 else merge_update_results(results)
+
+    def _iteration_complete(self, seconds: float, sampled: int, trained: int) -> bool:
+        """RLlib's three minimums per iteration: time, env steps sampled and trained."""
+        cfg = self.config
+        return seconds >= (cfg.min_time_s_per_iteration or 0) and \
+            sampled >= cfg.min_sample_timesteps_per_iteration and \
+            trained >= cfg.min_train_timesteps_per_iteration
 
     def training_step(self) -> dict[str, Any]:
         """Sample, update the learners on that data, sync the new weights to every runner;

@@ -171,6 +171,12 @@ class IterationReportingSettings(ReportingSettings):
     min_time_s_per_iteration: float | None = setting(
         None, optional(NON_NEGATIVE), "train() repeats training_step() until at least this "
         "many seconds have passed (and runs it at least once); None or 0: once")
+    min_sample_timesteps_per_iteration: int = setting(
+        0, int_at_least(0), "train() also repeats training_step() until the env runners "
+        "sampled at least this many env steps in the iteration; 0: no minimum")
+    min_train_timesteps_per_iteration: int = setting(
+        0, int_at_least(0), "train() also repeats training_step() until the learners "
+        "trained on at least this many env steps in the iteration; 0: no minimum")
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -25,21 +25,6 @@ def group_by_module(fragments: Sequence[Fragment]) -> dict[str, list[Fragment]]:
     return groups
 
 
-def count_env_steps(fragments: Sequence[Fragment]) -> int:
-    """Env steps in ``fragments``: per episode, the most steps one of its agents took (its
-    fragments summed), so a step in which several agents act counts once, as RLlib's env
-    steps; single-agent, simply all steps. Agents that act in turns (one per env step) are
-    counted as the busiest agent's steps, i.e. below the env steps taken."""
-    agent_steps: dict[tuple[str, Any], int] = {}
-    for fragment in fragments:
-        key = (fragment.episode_id, fragment.agent_id)
-        agent_steps[key] = agent_steps.get(key, 0) + len(fragment)
-    episode_steps: dict[str, int] = {}
-    for (episode_id, _), steps in agent_steps.items():
-        episode_steps[episode_id] = max(episode_steps.get(episode_id, 0), steps)
-    return sum(episode_steps.values())
-
-
 def concat_fragments(fragments: Sequence[Fragment],
                      extra_columns: dict[str, Sequence[np.ndarray]] | None = None
                      ) -> dict[str, Nested]:

@@ -44,11 +44,11 @@ from rlmodules.multi_rl_module import MultiRLModule, MultiRLModuleSpec
 from rlmodules.tree import first_leaf, map_tree
 from runners.connectors import LearnerConnectorPipeline, build_learner_connector
 from runners.connectors.learner import apply_learner_connector
-from runners.fragment import Fragment
+from runners.fragment import Fragment, count_env_steps
 from runners.metrics_logger import MetricsLogger
 from learners import distributed, optim
-from learners.batching import (concat_fragments, count_env_steps, cut_sequences,
-                               group_by_module, iterate_minibatches, minibatch_plan)
+from learners.batching import (concat_fragments, cut_sequences, group_by_module,
+                               iterate_minibatches, minibatch_plan)
 
 DEFAULT_OPTIMIZER = "default_optimizer"
 """Name of an optimizer registered without one (RLlib's)."""

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from runners.config import EnvRunnerConfig
 from runners.env_registry import is_multi_agent
 from runners.env_runner import EnvRunner, SingleAgentEnvRunner
-from runners.fragment import Fragment
+from runners.fragment import Fragment, count_env_steps
 from runners.metrics import with_defaults
 from runners.metrics_logger import MetricsLogger
 from runners.multi_agent_env_runner import MultiAgentEnvRunner
@@ -40,6 +40,8 @@ class EnvRunnerGroup(ABC):
             else SingleAgentEnvRunner
         self._weights_seq_no = 0
         self._metrics = MetricsLogger()  # All runners' reports: survives their restarts.
+        self.num_env_steps_sampled = 0  # Handed out by sample()/sample_async() (explore as
+        # configured), so train() can count an iteration's steps without asking the runners.
 
     # ---- what each implementation provides -----------------------------------------------------
 
@@ -82,8 +84,11 @@ class EnvRunnerGroup(ABC):
         metrics)."""
         if num_timesteps is not None and num_episodes is not None:
             raise ValueError("sample(): pass num_timesteps or num_episodes, not both.")
-        return self._sample(num_timesteps, num_episodes,
-                            self.config.explore if explore is None else explore)
+        explore = self.config.explore if explore is None else explore
+        fragments = self._sample(num_timesteps, num_episodes, explore)
+        if explore == self.config.explore:
+            self.num_env_steps_sampled += count_env_steps(fragments)
+        return fragments
 
     def restarted_env_runner_indices(self) -> list[int]:
         """Worker indices of the runners recreated since the last call (for the

@@ -21,7 +21,7 @@ from runners.config import EnvRunnerConfig
 from runners.env_registry import EnvError, env_creator
 from runners.env_runner import EnvRunner
 from runners.env_runner_group import EnvRunnerGroup
-from runners.fragment import Fragment, PackedFragments, unpack_fragments
+from runners.fragment import Fragment, PackedFragments, count_env_steps, unpack_fragments
 from runners.weights import weights_digest
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ class RayEnvRunnerGroup(EnvRunnerGroup):
             if isinstance(event, tuple) and event[0].tag == ASYNC_SAMPLE:
                 version, packed = event[1]
                 results.append((version, unpack_fragments(packed)))
+                self.num_env_steps_sampled += count_env_steps(results[-1][1])
             timeout_s = 0.0  # Then only what has already finished.
 
     def sync_weights_async(self, weights: dict[str, dict[str, Any]], weights_seq_no: int) -> None:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from algorithms.ppo import PPOConfig
 from learners import ALL_MODULES
@@ -182,3 +183,27 @@ def test_min_time_s_per_iteration_repeats_the_training_step_within_one_iteration
         assert result["training_iteration"] == 1
         trained = result["learners"][ALL_MODULES]["num_env_steps_trained"]
         assert trained == 64 * len(steps) == result["num_env_steps_trained_lifetime"]
+
+
+@pytest.mark.parametrize("key", ["min_sample_timesteps_per_iteration",
+                                 "min_train_timesteps_per_iteration"])
+def test_min_timesteps_per_iteration_repeat_the_training_step_until_reached(key):
+    """RLlib's reporting(min_sample_/min_train_timesteps_per_iteration=): with a train batch
+    of 64 env steps, a minimum of 150 takes three training steps in one iteration; the
+    next iteration counts from zero again."""
+    config = (PPOConfig().environment("CartPole-v1")
+              .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+              .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
+              .reporting(**{key: 150}).debugging(seed=0))
+    algo = config.build_algo()
+    steps, step = [], algo.training_step
+    algo.training_step = lambda: steps.append(1) or step()
+    try:
+        first, second = algo.train(), algo.train()
+    finally:
+        algo.stop()
+    assert len(steps) == 6
+    assert first["learners"][ALL_MODULES]["num_env_steps_trained"] == 192
+    assert first["env_runners"]["num_env_steps_sampled"] == 192
+    assert second["num_env_steps_sampled_lifetime"] == 384 == \
+        second["num_env_steps_trained_lifetime"]

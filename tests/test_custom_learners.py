@@ -13,9 +13,9 @@ import torch
 from algorithms.ppo import DefaultPPOTorchRLModule, PPOConfig, PPOTorchLearner
 from algorithms.ppo.ppo_torch_learner import explained_variance
 from learners import ALL_MODULES, DEFAULT_OPTIMIZER
-from learners.batching import count_env_steps
 from learners.distributed import reduce_metrics
 from rlmodules import MultiRLModuleSpec, RLModuleSpec
+from runners.fragment import count_env_steps
 from test_learner_support import (BCLearner, TinyActorCritic, build_learner, make_fragments,
                                   spec_for)
 from test_ppo_learner import bandit_fragments, prob_of_action_0

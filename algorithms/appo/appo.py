@@ -18,11 +18,10 @@ from algorithms.appo.appo_torch_learner import APPOTorchLearner
 from algorithms.appo.default_appo_rl_module import DefaultAPPOTorchRLModule
 from algorithms.ppo.ppo_catalog import PPOCatalog
 from learners import ALL_MODULES
-from learners.batching import count_env_steps
 from learners.learner_group import PendingUpdate
 from rlmodules import RLModuleSpec
 from runners.config import BOOL, NON_NEGATIVE, POSITIVE, UNIT, int_at_least, or_schedule, setting
-from runners.fragment import Fragment
+from runners.fragment import Fragment, count_env_steps
 
 POLL_S = 0.002
 """While an update runs, how long the driver waits for samples before it looks again."""
