@@ -12,6 +12,7 @@
    trained fragment was sampled with). Targets: APPO / PPO >= 1.7, policy lag <= 2.
 2. CartPole-v1 with 2 runners, each algorithm's defaults, seeds 0..N-1 alternating: wall time
    from the first train() until the mean return >= 450. Target: APPO no slower than PPO.
+   Then Acrobot-v1 to -100 the same way, seed 0 (APPO must reach it).
 3. APPO on CartPole with 2 runners, a runner killed (SIGKILL) every 2 iterations, --kills
    times: no iteration fails, env-step counters rise with every iteration, the return rises.
 """
@@ -84,18 +85,21 @@ def sampled_per_s(algo_name: str, seconds: float) -> tuple[float, float | None]:
         algo.stop()
 
 
-def cartpole_wall_time(algo_name: str, seed: int, limit_s: float = 120.0) -> tuple[float, int]:
-    """(seconds from the first train() to a mean return >= 450, env steps sampled)."""
-    config = APPOConfig().reporting(min_time_s_per_iteration=0.5) if algo_name == "APPO" \
+def wall_time(algo_name: str, seed: int, env: str = "CartPole-v1", target: float = 450.0,
+              limit_s: float = 120.0) -> tuple[float, int]:
+    """(seconds from the first train() to a mean return >= target, env steps sampled).
+    APPO's iterations last 0.2 s, about as long as one of PPO's, so both look at the
+    return as often."""
+    config = APPOConfig().reporting(min_time_s_per_iteration=0.2) if algo_name == "APPO" \
         else PPOConfig()
-    algo = (config.environment("CartPole-v1")
+    algo = (config.environment(env)
             .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
             .debugging(seed=seed).build_algo())
     try:
         start = time.perf_counter()
         while time.perf_counter() - start < limit_s:
             result = algo.train()
-            if result["env_runners"]["episode_return_mean"] >= 450:
+            if result["env_runners"]["episode_return_mean"] >= target:
                 break
         return time.perf_counter() - start, result["num_env_steps_sampled_lifetime"]
     finally:
@@ -158,7 +162,7 @@ def main() -> None:
             times: dict[str, list[tuple[float, int]]] = {"PPO": [], "APPO": []}
             for seed in range(args.cartpole_seeds):
                 for name in times:
-                    times[name].append(cartpole_wall_time(name, seed))
+                    times[name].append(wall_time(name, seed))
             print(f"CartPole-v1, 2 runners, defaults, seeds 0-{args.cartpole_seeds - 1}: "
                   "wall time to a mean return of 450")
             for name, runs in times.items():
@@ -166,6 +170,10 @@ def main() -> None:
                       ", ".join(f"{s:.1f} s / {n:,} steps" for s, n in runs) + ")")
             ratio = np.mean([s for s, _ in times["APPO"]]) / np.mean([s for s, _ in times["PPO"]])
             print(f"  APPO / PPO wall time {ratio:.2f} (target <= 1.0)")
+            print("Acrobot-v1, 2 runners, defaults, seed 0: wall time to a mean return of -100")
+            for name in times:
+                seconds, steps = wall_time(name, 0, "Acrobot-v1", -100.0)
+                print(f"  {name:<4}: {seconds:5.1f} s / {steps:,} steps")
         if args.kills:
             killed_runners(args.kills)
     finally:

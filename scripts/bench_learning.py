@@ -12,6 +12,8 @@ Tasks (mean return over the last 100 episodes, local mode, seed 0):
     ppo-acrobot   PPO, Acrobot-v1 >= -100 (defaults)
     ppo-pendulum  PPO, Pendulum-v1 >= -400 (continuous actions; shorter horizon, more epochs)
     vpg-cartpole  VPG, CartPole-v1 >= 400 (defaults)
+    appo-cartpole APPO, CartPole-v1 >= 450 (defaults; local mode runs it sequentially)
+    appo-acrobot  APPO, Acrobot-v1 >= -100 (defaults)
 Exits non-zero if a task misses its return within its step budget.
 """
 
@@ -32,6 +34,8 @@ TASKS = {
         "gamma": 0.9, "lr": 1e-3, "train_batch_size_per_learner": 4000, "minibatch_size": 64,
         "num_epochs": 10}),
     "vpg-cartpole": ("VPG", "CartPole-v1", 400.0, 500_000, {}),
+    "appo-cartpole": ("APPO", "CartPole-v1", 450.0, 300_000, {}),
+    "appo-acrobot": ("APPO", "Acrobot-v1", -100.0, 300_000, {}),
 }
 
 
@@ -40,10 +44,14 @@ def run_task(algo_name: str, env: str, target: float, budget: int,
     """(solved, env steps, wall seconds from build to solved, final mean return)."""
     if algo_name == "PPO":
         from algorithms.ppo import PPOConfig as Config
+    elif algo_name == "APPO":
+        from algorithms.appo import APPOConfig as Config
     else:
         from algorithms.vpg import VPGConfig as Config
     start = time.perf_counter()
-    algo = Config().environment(env).training(**training).debugging(seed=0).build_algo()
+    config = Config().environment(env).training(**training).debugging(seed=0)
+    # One train batch per iteration (APPO's default iteration lasts 10 s), as PPO's.
+    algo = config.reporting(min_time_s_per_iteration=0).build_algo()
     try:
         while True:
             result = algo.train()

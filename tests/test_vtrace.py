@@ -48,6 +48,17 @@ def test_pieces_do_not_leak_into_each_other():
     np.testing.assert_allclose(vs3, vs)
 
 
+def test_lambda_shortens_the_traces_by_hand():
+    vs, pg = vtrace(**CASE, lambda_=0.5)
+    # c = lambda * disc * min(1, rho) = 0.25 * [1, 0.5, 1, 1, 0.25] (0 after the termination).
+    #   vs4 = 2 + 0.75 = 2.75;  vs3 = 3 + 2 + 0.25 * 0.75 = 5.1875
+    #   vs2 = 1 + 4 = 5;  vs1 = 4 + (-0.75 + 0.125 * 4) = 3.75
+    #   vs0 = 2 + (1 + 0.25 * -0.25) = 2.9375
+    np.testing.assert_allclose(vs, [2.9375, 3.75, 5.0, 5.1875, 2.75])
+    # pg as above with vs_next = [3.75, 5, 4 (bootstrap), 2.75, -]: 1.5 * (1 + 1.875 - 2) ...
+    np.testing.assert_allclose(pg, [1.3125, 0.25, 4.0, 3.5625, 0.75])
+
+
 def test_on_policy_it_is_the_n_step_return_with_bootstrap():
     rng = np.random.default_rng(0)
     rewards, values = rng.normal(size=6), rng.normal(size=6)

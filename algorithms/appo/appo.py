@@ -39,7 +39,8 @@ class APPOTrainingSettings(TrainingSettings):
         "clipped there")
     vtrace_clip_pg_rho_threshold: float = setting(
         1.0, POSITIVE, "the importance weights of the policy-gradient advantages are clipped there")
-    lambda_: float = setting(1.0, UNIT, "GAE's lambda (vtrace=False only)")
+    lambda_: float = setting(1.0, UNIT, "V-trace's trace coefficient c_t = lambda_ * "
+                             "min(1, rho_t) (1: RLlib's V-trace); GAE's lambda with vtrace=False")
     clip_param: float = setting(0.4, POSITIVE, "how far the policy ratio (to the target "
                                 "network's policy) may leave 1")
     target_worker_clipping: float = setting(
@@ -63,14 +64,16 @@ class APPOTrainingSettings(TrainingSettings):
 
 class APPOConfig(AlgorithmConfig):
     """APPO's settings: RLlib's names; defaults as RLlib's where they solve CartPole-v1
-    quickly, else tuned for it (as PPOConfig's): more SGD per batch (lr 3e-3, 2 epochs of
-    minibatches of 250) on batches of 1000. ``train_batch_size`` is the batch of one update
-    over all learners, as in RLlib."""
+    quickly, else tuned for it (as PPOConfig's): more SGD per batch (lr 5e-3, 2 epochs of
+    minibatches of 250, each batch trained on 3 times) on batches of 1000, V-trace with
+    lambda_ 0.95, no entropy bonus. ``train_batch_size`` is the batch of one update over all
+    learners, as in RLlib."""
 
     # target_network_update_freq counts trained timesteps (as everywhere here; RLlib counts
     # in circular_buffer_num_batches x circular_buffer_iterations_per_batch x train batches).
     defaults = {"num_envs_per_env_runner": 8, "rollout_fragment_length": 50,
-                "train_batch_size": 1000, "lr": 3e-3, "num_epochs": 2, "minibatch_size": 250,
+                "train_batch_size": 1000, "lr": 5e-3, "num_epochs": 2, "minibatch_size": 250,
+                "circular_buffer_iterations_per_batch": 3, "lambda_": 0.95, "entropy_coeff": 0.0,
                 "grad_clip": 40.0, "tau": 1.0, "target_network_update_freq": 8000,
                 "min_time_s_per_iteration": 10.0}
     training = Builder(APPOTrainingSettings)
@@ -182,21 +185,27 @@ class APPO(Algorithm):
                 batch = self._draw_batch()
                 with self._timer(LEARNER_UPDATE_TIMER):
                     result = self.learner_group.update(batch.fragments)
-                self._finish_update(result)
+                self._broadcast(self._finish_update(result))
 
     def _async_steps(self, start: float) -> None:
         """Ray runners: collect what arrives, keep the learners busy with buffered batches,
         broadcast after their updates; the driver never waits for all runners."""
         group = self.env_runner_group
         while True:
+            weights = None
             if self._pending is not None and self._pending.done():
-                self._take_update()
+                with self._timer(LEARNER_UPDATE_TIMER):
+                    result = self._pending.result()
+                self._pending = None
+                weights = self._finish_update(result)
                 if self._iteration_done(start):
+                    self._broadcast(weights)
                     return  # Right after an update: no update is left running.
             if self._pending is None and len(self._buffer):
                 fragments = self._draw_batch().fragments
                 with self._timer(LEARNER_UPDATE_TIMER):
                     self._pending = self.learner_group.update_async(fragments)
+            self._broadcast(weights)  # After the next update started: the learner never waits.
             with self._timer(ENV_RUNNER_SAMPLING_TIMER):  # Blocks only while nothing to train.
                 self._collect(group.sample_async(None if self._pending is None else POLL_S))
 
@@ -223,22 +232,23 @@ class APPO(Algorithm):
         self._iteration["lag_steps"] += [len(f) for f in batch.fragments]
         return batch
 
-    def _take_update(self) -> None:
-        with self._timer(LEARNER_UPDATE_TIMER):
-            result = self._pending.result()
-        self._pending = None
-        self._finish_update(result)
-
-    def _finish_update(self, result: dict[str, Any]) -> None:
-        """One version more; broadcast it every ``broadcast_interval`` updates."""
+    def _finish_update(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """One version more; its inference weights every ``broadcast_interval`` updates
+        (taken before the learners start another update), else None."""
         self._iteration["results"].append(result)
         self.weights_seq_no += 1
         self._updates_since_broadcast += 1
         if self._updates_since_broadcast < self.config.broadcast_interval:
-            return
+            return None
         self._updates_since_broadcast = 0
         with self._timer(SYNCH_WORKER_WEIGHTS_TIMER):
-            weights = self.learner_group.get_weights(inference_only=True)
+            return self.learner_group.get_weights(inference_only=True)
+
+    def _broadcast(self, weights: dict[str, Any] | None) -> None:
+        """The weights of version ``weights_seq_no`` to the env runners (None: nothing)."""
+        if weights is None:
+            return
+        with self._timer(SYNCH_WORKER_WEIGHTS_TIMER):
             group = self.env_runner_group
             if group.local_env_runner is not None:
                 group.sync_weights(weights, self.weights_seq_no)

@@ -67,7 +67,8 @@ class APPOTorchLearner(PPOTorchLearner):
                 terminateds=np.concatenate([f.columns[Columns.TERMINATEDS] for f in fragments]),
                 ends=ends, gamma=config.gamma,
                 clip_rho_threshold=config.vtrace_clip_rho_threshold,
-                clip_pg_rho_threshold=config.vtrace_clip_pg_rho_threshold)
+                clip_pg_rho_threshold=config.vtrace_clip_pg_rho_threshold,
+                lambda_=config.lambda_)
             advantages, targets = np.split(advantages, splits), np.split(targets, splits)
         else:
             advantages, targets = compute_gae(fragments, values, config.gamma, config.lambda_)

@@ -9,7 +9,8 @@ import numpy as np
 def vtrace(*, behaviour_logp: np.ndarray, target_logp: np.ndarray, rewards: np.ndarray,
            values: np.ndarray, next_values: np.ndarray, terminateds: np.ndarray,
            ends: np.ndarray, gamma: float, clip_rho_threshold: float = 1.0,
-           clip_pg_rho_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+           clip_pg_rho_threshold: float = 1.0, lambda_: float = 1.0
+           ) -> tuple[np.ndarray, np.ndarray]:
     """``(vs, pg_advantages)``, both [T], over T steps of pieces of trajectories laid end to
     end (one learner batch of fragments).
 
@@ -18,8 +19,9 @@ def vtrace(*, behaviour_logp: np.ndarray, target_logp: np.ndarray, rewards: np.n
     bootstrap after a time-limit truncation or a fragment cut, ignored after a termination);
     ``terminateds[t]``: the episode terminated with this step (no value after it);
     ``ends[t]``: this step is the last of its piece (termination, truncation, cut), so no
-    correction flows back across it. rho_t = exp(target - behaviour logp); as RLlib,
-    lambda = 1 and the trace coefficient c_t = min(1, rho_t):
+    correction flows back across it. rho_t = exp(target - behaviour logp); the trace
+    coefficient c_t = lambda_ min(1, rho_t) (IMPALA's remark 2: lambda_ < 1 trades the
+    correction's reach for variance; 1 is RLlib's V-trace):
 
         vs_t = V(x_t) + sum_{s>=t} gamma^(s-t) (prod_{t<=i<s} c_i) min(rho_bar, rho_s) delta_s
         delta_s = r_s + gamma V(x_{s+1}) - V(x_s)
@@ -34,7 +36,7 @@ def vtrace(*, behaviour_logp: np.ndarray, target_logp: np.ndarray, rewards: np.n
     rewards = np.asarray(rewards, np.float64)
     discounts = gamma * (1.0 - np.asarray(terminateds, np.float64))
     deltas = np.minimum(clip_rho_threshold, rhos) * (rewards + discounts * next_values - values)
-    traces = discounts * np.minimum(1.0, rhos)
+    traces = discounts * lambda_ * np.minimum(1.0, rhos)
     # Backward pass over plain floats: acc_t = vs_t - V(x_t); next_acc_t = vs_{t+1} - V(x_{t+1}).
     acc, out, next_acc = 0.0, [0.0] * len(values), [0.0] * len(values)
     for t in range(len(values) - 1, -1, -1):
