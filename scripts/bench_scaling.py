@@ -14,7 +14,10 @@ where N times the latter reaches the former, one driver stops scaling. A third f
 the same rounds, is the bare Ray barrier over the same actors (``ray.get`` of one
 ``sample_packed`` request per runner, unpacked): what any synchronous sample() can reach, so
 ours / barrier is the group's own cost and barrier / floor the cost of waiting for the
-slowest runner.
+slowest runner. A fourth, also in the same rounds, has each of the same runners call its own
+sample() in a loop of its own over the same seconds (one Ray call per runner, nothing
+between them and the driver; steps counted within the window): free / floor is what running
+inside Ray actors costs on these cores, ours / free what the driver's orchestration costs.
 """
 
 from __future__ import annotations
@@ -143,6 +146,26 @@ def barrier(group: EnvRunnerGroup, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def _sample_until(runner: Any, start: float, seconds: float) -> float:
+    """In a runner: sample() from monotonic time ``start`` until ``seconds`` have passed;
+    its env steps within that window (the last call's steps pro rata), so every runner is
+    busy through the whole window."""
+    time.sleep(max(0.0, start - time.monotonic()))
+    steps, end, now = 0.0, start + seconds, time.monotonic()
+    while now < end:
+        began, got = now, sum(len(f) for f in runner.sample())
+        now = time.monotonic()
+        steps += got * (min(now, end) - began) / (now - began)
+    return steps
+
+
+def free_running(group: EnvRunnerGroup, seconds: float) -> float:
+    """Env steps/s of the runners each sampling in a loop of its own over the same seconds."""
+    start = time.monotonic() + 0.1
+    return sum(group.foreach_env_runner(
+        lambda runner: _sample_until(runner, start, seconds))) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
@@ -160,7 +183,8 @@ def main() -> None:
           f"rollout_fragment_length {args.fragment}")
     print(f"{'runners':>7} {'ours steps/s':>13} {'floor steps/s':>14} {'efficiency':>10} "
           f"{'ms/sample()':>11} {'driver ms/runner/call':>22} {'barrier steps/s':>16} "
-          f"{'ours/barrier':>12}")
+          f"{'ours/barrier':>12} {'free-running steps/s':>20} {'free/floor':>10} "
+          f"{'ours/free':>9}")
     try:
         for num in NUM_RUNNERS:
             group = EnvRunnerGroup(EnvRunnerConfig(
@@ -170,17 +194,19 @@ def main() -> None:
                 seed=0))
             try:
                 group.sample()  # Warm-up: every actor has sampled once.
-                floor_rates, runs, barriers = [], [], []
+                floor_rates, runs, barriers, free = [], [], [], []
                 for _ in range(args.rounds):
                     floor_rates.append(floor.rate(num, args.seconds))
                     runs.append(ours(group, args.seconds))
                     barriers.append(barrier(group, args.seconds))
+                    free.append(free_running(group, args.seconds))
             finally:
                 group.stop()
             rate, call_ms, driver_ms = max(runs)
             print(f"{num:>7} {rate:>13,.0f} {max(floor_rates):>14,.0f} "
                   f"{rate / max(floor_rates):>10.2f} {call_ms:>11.0f} {driver_ms:>22.2f} "
-                  f"{max(barriers):>16,.0f} {rate / max(barriers):>12.2f}", flush=True)
+                  f"{max(barriers):>16,.0f} {rate / max(barriers):>12.2f} {max(free):>20,.0f} "
+                  f"{max(free) / max(floor_rates):>10.2f} {rate / max(free):>9.2f}", flush=True)
     finally:
         ray.shutdown()
         floor.close()
