@@ -11,9 +11,9 @@ callbacks cost (both keep episode objects; no target): one with a MeanStdFilter
 env-to-module connector, one with an on_episode_step callback. The single-process figures
 are env steps per CPU-second of this process; the Ray groups' (1 and 2 runners, num_cpus=0.5
 each) are env steps of ``sample()`` calls per wall-clock second and per CPU-second of the
-driver and the runner actors' processes (the one-runner target compares the latter). Every round measures all of
-them one after the other and each figure is its best round (5 rounds), so that other load on
-the machine, which comes and goes, does not skew the ratios.
+driver and the runner actors' processes (the one-runner target compares the latter). Every
+round measures all of them one after the other and each figure is its best round (5 rounds),
+so that other load on the machine, which comes and goes, does not skew the ratios.
 """
 
 from __future__ import annotations

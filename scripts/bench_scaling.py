@@ -14,7 +14,7 @@ where N times the latter reaches the former, one driver stops scaling. A third f
 the same rounds, is the bare Ray barrier over the same actors (``ray.get`` of one
 ``sample_packed`` request per runner, unpacked): what any synchronous sample() can reach, so
 ours / barrier is the group's own cost and barrier / floor the cost of waiting for the
-slowest runner. A fourth, also in the same rounds, has each of the same runners call its own
+slowest runner. A fourth, also in the same rounds, has each of the same runners call
 sample() in a loop of its own over the same seconds (one Ray call per runner, nothing
 between them and the driver; steps counted within the window): free / floor is what running
 inside Ray actors costs on these cores, ours / free what the driver's orchestration costs.
