@@ -12,7 +12,8 @@ from rlmodules import Columns
 from rlmodules.tree import map_tree
 from runners.action_sampling import ActionSampler
 from runners.config import EnvRunnerConfig
-from runners.connectors import FrameStackingEnvToModule, build_env_to_module
+from runners.connectors import (FrameStackingEnvToModule, build_env_to_module,
+                                build_module_to_env)
 from runners.env_registry import check_observation, check_step_result, rebuild_env, reset_env
 from runners.env_runner import EnvRunner, clip_rewards, observation_prototype, stateful_output
 from runners.episodes import MultiAgentEpisode
@@ -95,14 +96,13 @@ class MultiAgentEnvRunner(EnvRunner):
         super().__init__(config, worker_index)
         self.env: list[MultiAgentEnv] = [self._new_env(e) for e in range(self.num_envs)]
         self.connector = build_env_to_module(config, self.env[0])
-        if config.module_to_env_connector is not None:
-            raise TypeError("module_to_env_connector runs in single-agent env runners only; in "
-                            "a MultiAgentEnv map actions in the env or in the module.")
+        self.module_to_env = build_module_to_env(config, self.env[0])
         if self.connector:
             check_multi_agent_pipeline(self.connector)
-            self._recording = True  # The pipeline reads the episode objects.
             self._lookback = max(config.episode_lookback_horizon,
                                  self.connector.required_lookback)
+        if self.connector or self.module_to_env:
+            self._recording = True  # The pipelines read the episode objects.
         self._obs_protos = {  # agent id -> one obs; also rejects spaces it cannot batch.
             aid: observation_prototype(
                 self.connector.observation_space[aid] if self.connector
@@ -141,7 +141,7 @@ class MultiAgentEnvRunner(EnvRunner):
             for episode in self._episodes:
                 episode.tracks.clear()
             self._mode = (explore, random_actions)
-        self._agent_steps, self._module_steps = {}, {}
+        self._agent_steps, self._module_steps, self._explore = {}, {}, explore
         for _ in range(num_steps):
             actions = self._act(explore, random_actions)
             for e, env_actions in enumerate(actions):
@@ -166,20 +166,27 @@ class MultiAgentEnvRunner(EnvRunner):
             forward = self.module.forward_exploration if explore else \
                 self.module.forward_inference
             outputs = forward({mid: dict(b) for mid, b in batch.items()})
-        actions: list[dict] = [{} for _ in self._episodes]
+        module_cols = {}
         for mid, members in groups.items():
             sampler = self._samplers[mid]
             if random_actions:
-                cols = {Columns.ACTIONS: map_tree(lambda *a: np.stack(a), *(
+                module_cols[mid] = {Columns.ACTIONS: map_tree(lambda *a: np.stack(a), *(
                     sampler.action_space.sample() for _ in members))}
             else:
-                cols = sampler.columns(outputs[mid], explore, len(members))
-            cols = {**map_tree(lambda v: v.numpy(), batch[mid]), **cols}
+                module_cols[mid] = sampler.columns(outputs[mid], explore, len(members))
+        if self.module_to_env:
+            module_cols = self.module_to_env(
+                rl_module=self.module, batch=module_cols, episodes=self._user_episodes,
+                explore=explore, shared_data=self._shared_data, metrics=self._call_metrics)
+        actions: list[dict] = [{} for _ in self._episodes]
+        for mid, members in groups.items():
+            sampler = self._samplers[mid]
+            cols = {**map_tree(lambda v: v.numpy(), batch[mid]), **module_cols[mid]}
             next_states = None
             if Columns.STATE_IN in cols:
                 cols[Columns.OBS] = map_tree(lambda v: v[:, 0], cols[Columns.OBS])
                 next_states = stateful_output(outputs[mid], sampler.module)
-            env_actions = sampler.to_env(cols[Columns.ACTIONS])
+            env_actions = sampler.to_env(cols.pop(Columns.ACTIONS_FOR_ENV, cols[Columns.ACTIONS]))
             self._module_steps[mid] = self._module_steps.get(mid, 0) + len(members)
             for j, (episode, agent_id) in enumerate(members):
                 if next_states is not None:

@@ -11,7 +11,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from rlmodules import Columns, DEFAULT_MODULE_ID, TorchRLModule
+from rlmodules import (Columns, DEFAULT_MODULE_ID, MultiRLModuleSpec, RLModuleSpec,
+                       TorchRLModule)
 from runners import (MultiAgentEnvRunner, SingleAgentEnvRunner, complete_module_spec,
                      make_multi_agent)
 from runners.connectors import (ConnectorV2, FlattenObservations, FrameStackingEnvToModule,
@@ -421,6 +422,39 @@ def test_normalize_and_clip_actions_reaches_env_step_and_fragments_keep_module_a
     for f in fragments:
         np.testing.assert_array_equal(f.columns[Columns.ACTIONS], [[action]] * len(f))
         assert f.columns[Columns.ACTION_LOGP].shape == (len(f),)
+        assert Columns.ACTIONS_FOR_ENV not in f.columns
+
+
+
+class SeesModuleBatches(ConnectorV2):
+    """Records the module ids and rows of each multi-agent module-to-env batch."""
+
+    calls: list = []
+
+    def __call__(self, *, rl_module, batch, episodes, **kwargs):
+        SeesModuleBatches.calls.append({mid: len(cols[Columns.ACTIONS])
+                                        for mid, cols in batch.items()})
+        assert all(len(e.agent_ids) == 2 for e in episodes)  # The MultiAgentEpisodes.
+        return batch
+
+
+def test_module_to_env_pieces_in_the_multi_agent_runner_get_per_module_batches():
+    RecordingBoxEnv.received.clear()
+    SeesModuleBatches.calls.clear()
+    specs = {f"p{i}": RLModuleSpec(module_class=UnitBoxModule, model_config={"action": a})
+             for i, a in enumerate((0.5, -1.0))}
+    runner = MultiAgentEnvRunner(ma_config(
+        make_multi_agent(RecordingBoxEnv), MultiRLModuleSpec(rl_module_specs=specs),
+        env_config={"num_agents": 2}, policy_mapping_fn=lambda aid, episode, **kw: f"p{aid}",
+        num_envs_per_env_runner=2, rollout_fragment_length=3,
+        module_to_env_connector=lambda env: [SeesModuleBatches(), NormalizeAndClipActions()]))
+    fragments = runner.sample()
+    assert SeesModuleBatches.calls == [{"p0": 2, "p1": 2}] * 3  # One call per step, both envs.
+    received = np.ravel(RecordingBoxEnv.received)
+    np.testing.assert_allclose(sorted(received), [-2.0] * 6 + [1.0] * 6)  # Scaled to [-2, 2].
+    for f in fragments:  # Learners get what the modules chose.
+        action = 0.5 if f.module_id == "p0" else -1.0
+        np.testing.assert_array_equal(f.columns[Columns.ACTIONS], [[action]] * len(f))
         assert Columns.ACTIONS_FOR_ENV not in f.columns
 
 

@@ -1,5 +1,6 @@
 """Module-to-env pieces: they get the step's columns (numpy ``actions`` and the module's
-other outputs, one row per env) and may change them; ``actions_for_env``, when a piece
+other outputs, one row per env; in a multi-agent runner ``{module_id: columns}``, one row
+per acting agent of that module) and may change them; ``actions_for_env``, when a piece
 sets it, is what the envs get (``actions`` stays what learners train on)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from rlmodules.columns import Columns
+from rlmodules.multi_rl_module import MultiRLModule
 from runners.connectors.connector_v2 import ConnectorV2
 from runners.spaces import map_space
 
@@ -29,13 +31,20 @@ class NormalizeAndClipActions(ConnectorV2):
 
     def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
                  **kwargs: Any) -> dict[str, Any]:
+        if isinstance(rl_module, MultiRLModule):  # A multi-agent batch: {module_id: columns}.
+            for module_id, columns in batch.items():
+                self._add_actions_for_env(columns, rl_module[module_id].action_space)
+            return batch
         space = self.input_action_space or getattr(rl_module, "action_space", None)
         if space is None:
             raise ValueError("NormalizeAndClipActions needs the action space: build it with "
                              "input_action_space=... or act with a module that has one.")
-        batch[Columns.ACTIONS_FOR_ENV] = map_space(
-            space, batch[Columns.ACTIONS], lambda s, a, path: self._convert(s, a))
+        self._add_actions_for_env(batch, space)
         return batch
+
+    def _add_actions_for_env(self, columns: dict[str, Any], space: gym.Space) -> None:
+        columns[Columns.ACTIONS_FOR_ENV] = map_space(
+            space, columns[Columns.ACTIONS], lambda s, a, path: self._convert(s, a))
 
     def _convert(self, space: gym.Space, actions: Any) -> Any:
         if not isinstance(space, spaces.Box):
