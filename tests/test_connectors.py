@@ -458,6 +458,28 @@ def test_module_to_env_pieces_in_the_multi_agent_runner_get_per_module_batches()
         assert Columns.ACTIONS_FOR_ENV not in f.columns
 
 
+
+class RecordExplore(ConnectorV2):
+    seen: list = []
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, **kwargs):
+        RecordExplore.seen.append(explore)
+        return batch
+
+
+@pytest.mark.parametrize("explore", [True, False])
+def test_multi_agent_pipelines_get_the_sample_calls_explore(explore):
+    RecordExplore.seen.clear()
+    runner = MultiAgentEnvRunner(ma_config(
+        MixedEnv, **per_agent("pd", "pb"), explore=not explore, rollout_fragment_length=2,
+        env_to_module_connector=lambda env: [RecordExplore(),
+                                             FlattenObservations(multi_agent=True)],
+        module_to_env_connector=lambda env: RecordExplore()))
+    RecordExplore.seen.clear()  # The first reset's run saw the config's explore.
+    runner.sample(explore=explore)
+    assert RecordExplore.seen and set(RecordExplore.seen) == {explore}
+
+
 # ---- pieces given as such, connector state ------------------------------------------------------
 
 @pytest.mark.parametrize("given", [MeanStdFilter(), [MeanStdFilter()]])
