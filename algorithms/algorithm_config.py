@@ -590,10 +590,6 @@ def _spec_from_dict(value: Any) -> Any:
 
 
 _NOT_ON_CPU = "not supported: env runners act on CPU"
-_BOX_ACTIONS = ("Box actions go to the env clipped to its bounds here; to have the module act "
-                "in [-1, 1] scaled to the bounds (RLlib's default) or to choose the clipping, "
-                "use env_runners(module_to_env_connector=lambda env: NormalizeAndClipActions("
-                "normalize_actions=..., clip_actions=...)) from runners.connectors")
 _SPACES = ("the spaces come from the env; to give the module others, set them in its "
            "RLModuleSpec(observation_space=..., action_space=...)")
 RLLIB_NAMES: Mapping[str, str] = {
@@ -631,12 +627,10 @@ RLLIB_NAMES: Mapping[str, str] = {
     "recreate_failed_workers": "use fault_tolerance(restart_failed_env_runners=...)",
     "max_num_worker_restarts": "use fault_tolerance(max_num_env_runner_restarts=...)",
     "disable_env_checking": "envs are not checked here; drop the argument",
-    "normalize_actions": _BOX_ACTIONS,
-    "clip_actions": _BOX_ACTIONS,
     "observation_space": _SPACES,
     "action_space": _SPACES,
-    "is_atari": "not needed: wrap the Atari env yourself (e.g. gymnasium's AtariPreprocessing "
-                "and FrameStackObservation) and pass it or its registered name as env",
+    "is_atari": "not needed: wrap the env with runners.envs.wrap_atari_for_new_api_stack("
+                "env, dim=84, framestack=4) in the creator you register, and pass its name",
     "render_env": "not supported; render from the env or an on_episode_step callback",
     "log_level": "use Python's logging module",
 }

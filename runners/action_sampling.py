@@ -25,18 +25,21 @@ from torch import distributions as td
 from rlmodules import Columns, RLModule
 from rlmodules.distributions import TorchDistribution, action_dist_from_output
 from rlmodules.tree import first_leaf, map_tree
-from runners.spaces import map_space
+from runners.spaces import box_actions_for_env, map_space
 
 _NOT_A_COLUMN = (Columns.ACTIONS, Columns.ACTION_DIST, Columns.STATE_OUT)
 
 
 class ActionSampler:
-    """For one sub-module: output dict -> numpy columns; actions -> checked, clipped env actions."""
+    """For one sub-module: output dict -> numpy columns; actions -> checked env actions (Box
+    ones scaled or clipped)."""
 
-    def __init__(self, module: RLModule, module_id: str, action_space: gym.Space):
+    def __init__(self, module: RLModule, module_id: str, action_space: gym.Space, *,
+                 normalize_actions: bool = True, clip_actions: bool = False):
         self.module = module
         self.module_id = module_id
         self.action_space = action_space
+        self.normalize_actions, self.clip_actions = normalize_actions, clip_actions
         self._stateful = module.is_stateful()  # Its outputs carry a time dim of 1.
         self._dist_cls: dict[bool, type] = {}  # explore -> class, looked up when first needed.
         self._inputs_checked: set[bool] = set()  # Modes whose dist inputs' size was checked.
@@ -94,13 +97,15 @@ class ActionSampler:
         logp = dist.logp(map_tree(flat, columns[Columns.ACTIONS]))
         columns[Columns.ACTION_LOGP] = logp.numpy().reshape(batch_shape)
 
-    def to_env(self, actions: Any) -> Any:
-        """Raise on actions outside a Discrete/MultiDiscrete space; clip to a Box space. A
-        nested space's actions come back as one action (dict/tuple) per env."""
+    def to_env(self, actions: Any, convert: bool = True) -> Any:
+        """Raise on actions outside a Discrete/MultiDiscrete space; Box actions scaled or
+        clipped as ``normalize_actions`` / ``clip_actions`` say, unless ``convert`` is False
+        (random actions, or ``actions_for_env`` a connector piece set: meant for the env as
+        they are). A nested space's actions come back as one action (dict/tuple) per env."""
         if not self._nested:
-            return self._leaf_to_env(self.action_space, actions, self._bounds)
-        checked = map_space(self.action_space, actions,
-                            lambda s, a, path: self._leaf_to_env(s, a, _int_bounds(s), path))
+            return self._leaf_to_env(self.action_space, actions, self._bounds, convert)
+        checked = map_space(self.action_space, actions, lambda s, a, path: self._leaf_to_env(
+            s, a, _int_bounds(s), convert, path))
         return [map_tree(lambda a: a[i], checked) for i in range(len(first_leaf(checked)))]
 
     @property
@@ -108,10 +113,11 @@ class ActionSampler:
         return f"Module '{self.module_id}' ({type(self.module).__name__})"
 
     def _leaf_to_env(self, space: gym.Space, actions: np.ndarray, bounds: tuple | None,
-                     path: str = "") -> np.ndarray:
+                     convert: bool, path: str = "") -> np.ndarray:
         if bounds is None:
             if isinstance(space, spaces.Box):
-                return np.clip(actions, space.low, space.high)
+                return box_actions_for_env(space, actions, self.normalize_actions,
+                                           self.clip_actions) if convert else actions
             if isinstance(space, spaces.MultiBinary):
                 return actions.astype(space.dtype, copy=False)
             return actions

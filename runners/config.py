@@ -112,6 +112,14 @@ class EnvironmentSettings:
                "None, a bool or a number > 0"),
         "rewards for learning: None/False as they are, True: their sign, c: clipped to "
         "[-c, c]; episode returns in the metrics stay unclipped")
+    normalize_actions: bool = setting(
+        False, BOOL, "Box actions: the module acts in [-1, 1] (clipped to it), scaled to the "
+        "space's bounds for the env (spaces bounded on both sides; fragments keep the "
+        "module's actions). RLlib's default is True; here False, as the default "
+        "hyperparameters were tuned with actions in the env's units")
+    clip_actions: bool = setting(
+        True, BOOL, "Box actions the env gets are clipped to the space's bounds (where "
+        "normalize_actions does not scale them)")
 
 
 @dataclass

@@ -339,7 +339,9 @@ class SingleAgentEnvRunner(EnvRunner):
         self._nested_obs = not isinstance(self._module_proto, np.ndarray)
         self.module = self._build_module(self.env.envs[0])
         sub_module = self.module[DEFAULT_MODULE_ID]
-        self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space)
+        self._sampler = ActionSampler(sub_module, DEFAULT_MODULE_ID, self.env.single_action_space,
+                                      normalize_actions=config.normalize_actions,
+                                      clip_actions=config.clip_actions)
         self._initial_state = sub_module.get_initial_state()
         self._state = {k: torch.stack([torch.as_tensor(v)] * self.num_envs)
                        for k, v in self._initial_state.items()}
@@ -375,7 +377,9 @@ class SingleAgentEnvRunner(EnvRunner):
                 step_cols = self._act(forward, module_in, explore, buf.get(Columns.STATE_IN), t)
             if self.module_to_env:
                 step_cols = self._run_module_to_env(step_cols, explore)
-            env_actions = step_cols.pop(Columns.ACTIONS_FOR_ENV, step_cols[Columns.ACTIONS])
+            for_env = step_cols.pop(Columns.ACTIONS_FOR_ENV, None)
+            env_actions, convert = (step_cols[Columns.ACTIONS], not random_actions) \
+                if for_env is None else (for_env, False)
             if module_cols is None:
                 module_cols = map_tree(lambda v: np.empty((T, *v.shape), v.dtype), step_cols)
             elif step_cols.keys() != module_cols.keys():
@@ -385,7 +389,7 @@ class SingleAgentEnvRunner(EnvRunner):
                     "first step of this sample() call; return the same keys on every step.")
             for key, value in step_cols.items():
                 write_row(module_cols[key], t, value)
-            next_obs, final_obs, errors = step_envs(to_env(env_actions), rewards[t],
+            next_obs, final_obs, errors = step_envs(to_env(env_actions, convert), rewards[t],
                                                     terminateds[t], truncateds[t], infos[t + 1])
             if self.connector:
                 self._connector_step(t, step_cols, next_obs, final_obs, errors, buf,

@@ -110,7 +110,9 @@ class MultiAgentEnvRunner(EnvRunner):
             for aid in self.env[0].possible_agents}
         self._unchecked = True  # The first reset and step check what the env returns.
         self.module = self._build_module(self.env[0])
-        self._samplers = {mid: ActionSampler(m, mid, m.action_space)
+        self._samplers = {mid: ActionSampler(m, mid, m.action_space,
+                                             normalize_actions=config.normalize_actions,
+                                             clip_actions=config.clip_actions)
                           for mid, m in self.module.items()}
         self._initial_states = {mid: m.get_initial_state() for mid, m in self.module.items()}
         self._agent_steps: dict[Hashable, int] = {}  # In the current sample() call.
@@ -186,7 +188,9 @@ class MultiAgentEnvRunner(EnvRunner):
             if Columns.STATE_IN in cols:
                 cols[Columns.OBS] = map_tree(lambda v: v[:, 0], cols[Columns.OBS])
                 next_states = stateful_output(outputs[mid], sampler.module)
-            env_actions = sampler.to_env(cols.pop(Columns.ACTIONS_FOR_ENV, cols[Columns.ACTIONS]))
+            for_env = cols.pop(Columns.ACTIONS_FOR_ENV, None)
+            env_actions = sampler.to_env(cols[Columns.ACTIONS], not random_actions) \
+                if for_env is None else sampler.to_env(for_env, convert=False)
             self._module_steps[mid] = self._module_steps.get(mid, 0) + len(members)
             for j, (episode, agent_id) in enumerate(members):
                 if next_states is not None:

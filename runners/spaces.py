@@ -69,3 +69,16 @@ def batch_observations(space: gym.Space, items: list[Any]) -> Any:
     """Single observations of ``space`` stacked into gymnasium's batched layout."""
     return gym.vector.utils.concatenate(space, items,
                                         gym.vector.utils.create_empty_array(space, len(items)))
+
+
+def box_actions_for_env(space: spaces.Box, actions: np.ndarray, normalize: bool,
+                        clip: bool) -> np.ndarray:
+    """What the env gets for actions of a Box space: with ``normalize`` (bounds finite on
+    both sides) the module's [-1, 1] (clipped to it) scaled to the bounds, else with ``clip``
+    clipped to the bounds, else as they are; in the space's dtype."""
+    if normalize and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)):
+        actions = space.low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * \
+            (space.high - space.low)
+    elif clip:
+        actions = np.clip(actions, space.low, space.high)
+    return np.asarray(actions).astype(space.dtype, copy=False)

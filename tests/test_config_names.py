@@ -120,14 +120,9 @@ def test_model_config_dict_reaches_a_custom_module_untouched():
      "'num_gpus_per_env_runner' .*not supported: env runners act on CPU"),
     (lambda c: c.learners(num_gpus=1), r"use learners\(num_gpus_per_learner=\.\.\.\)"),
     (lambda c: c.rl_module(model_config_dict={}), r"use rl_module\(model_config="),
-    (lambda c: c.environment("Pendulum-v1", normalize_actions=True),
-     r"'normalize_actions' \(an RLlib name\): Box actions go to the env clipped .*"
-     r"NormalizeAndClipActions\(normalize_actions=\.\.\., clip_actions=\.\.\.\)"),
-    (lambda c: c.environment(clip_actions=True), r"module_to_env_connector=lambda env: "
-                                                 r"NormalizeAndClipActions"),
     (lambda c: c.environment(action_space=None), r"RLModuleSpec\(observation_space=\.\.\., "
                                                  r"action_space=\.\.\.\)"),
-    (lambda c: c.environment(is_atari=True), r"AtariPreprocessing"),
+    (lambda c: c.environment(is_atari=True), r"wrap_atari_for_new_api_stack"),
     (lambda c: c.update_from_dict({"num_sgd_iter": 3}), r"update_from_dict\(\) got an unknown "
                                                         r"key 'num_sgd_iter' \(an RLlib name\)"),
 ])

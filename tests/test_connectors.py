@@ -459,6 +459,15 @@ def test_module_to_env_pieces_in_the_multi_agent_runner_get_per_module_batches()
 
 
 
+def test_normalize_actions_in_the_multi_agent_runner():
+    RecordingBoxEnv.received.clear()
+    specs = {"p0": RLModuleSpec(module_class=UnitBoxModule, model_config={"action": 0.5})}
+    MultiAgentEnvRunner(ma_config(
+        make_multi_agent(RecordingBoxEnv), MultiRLModuleSpec(rl_module_specs=specs),
+        env_config={"num_agents": 1}, policy_mapping_fn=lambda aid, episode, **kw: "p0",
+        normalize_actions=True, rollout_fragment_length=2)).sample()
+    np.testing.assert_allclose(np.ravel(RecordingBoxEnv.received), [1.0, 1.0])
+
 class RecordExplore(ConnectorV2):
     seen: list = []
 

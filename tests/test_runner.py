@@ -272,13 +272,34 @@ def test_random_actions_skip_the_module():
     assert set(np.unique(actions)) == {0, 1}
 
 
-def test_box_actions_are_clipped_for_the_env_but_kept_in_fragments():
+@pytest.mark.parametrize("settings, env_gets", [
+    ({}, 2.0), ({"clip_actions": False}, 5.0),
+    ({"normalize_actions": True}, 2.0)])  # 5 -> 1 in [-1, 1] -> the upper bound.
+def test_box_actions_are_scaled_or_clipped_for_the_env_but_kept_in_fragments(settings, env_gets):
     RecordingBoxEnv.received.clear()
-    runner = SingleAgentEnvRunner(make_config(BoxActionModule, env=RecordingBoxEnv))
+    runner = SingleAgentEnvRunner(make_config(BoxActionModule, env=RecordingBoxEnv, **settings))
     fragments = runner.sample(num_timesteps=4)
     assert all((f.columns[Columns.ACTIONS] == 5.0).all() for f in fragments)
     assert all(f.columns[Columns.ACTION_LOGP].shape == (len(f),) for f in fragments)
-    assert np.array(RecordingBoxEnv.received).ravel().tolist() == [2.0] * 4
+    assert np.array(RecordingBoxEnv.received).ravel().tolist() == [env_gets] * 4
+
+
+class HalfModule(BoxActionModule):
+    def _forward(self, batch, **kwargs):
+        return {k: v / 10 for k, v in super()._forward(batch).items()}  # Acts 0.5.
+
+
+def test_normalized_box_actions_scale_to_the_bounds_and_random_ones_stay_as_sampled():
+    RecordingBoxEnv.received.clear()
+    runner = SingleAgentEnvRunner(make_config(HalfModule, env=RecordingBoxEnv,
+                                              normalize_actions=True))
+    runner.sample(num_timesteps=2)
+    assert np.ravel(RecordingBoxEnv.received).tolist() == [1.0, 1.0]  # -2 + 1.5 / 2 * 4.
+    RecordingBoxEnv.received.clear()
+    fragments = runner.sample(num_timesteps=40, random_actions=True)
+    sampled = np.concatenate([f.columns[Columns.ACTIONS] for f in fragments]).ravel()
+    np.testing.assert_array_equal(np.sort(np.ravel(RecordingBoxEnv.received)), np.sort(sampled))
+    assert np.abs(sampled).max() > 1.0  # The env's whole [-2, 2], not scaled again.
 
 
 def test_stateful_module_gets_its_state_per_env_reset_at_episode_start():

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from rlmodules.columns import Columns
 from rlmodules.multi_rl_module import MultiRLModule
 from runners.connectors.connector_v2 import ConnectorV2
-from runners.spaces import map_space
+from runners.spaces import box_actions_for_env, map_space
 
 
 class NormalizeAndClipActions(ConnectorV2):
@@ -49,14 +49,7 @@ class NormalizeAndClipActions(ConnectorV2):
     def _convert(self, space: gym.Space, actions: Any) -> Any:
         if not isinstance(space, spaces.Box):
             return actions
-        actions = np.asarray(actions, np.float32)
-        if self.normalize_actions and np.all(np.isfinite(space.low)) and \
-                np.all(np.isfinite(space.high)):
-            actions = space.low + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * \
-                (space.high - space.low)
-        elif self.clip_actions:
-            actions = np.clip(actions, space.low, space.high)
-        return actions.astype(space.dtype, copy=False)
-
+        return box_actions_for_env(space, np.asarray(actions, np.float32),
+                                   self.normalize_actions, self.clip_actions)
 
 __all__ = ["NormalizeAndClipActions"]
