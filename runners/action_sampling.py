@@ -35,7 +35,7 @@ class ActionSampler:
     ones scaled or clipped)."""
 
     def __init__(self, module: RLModule, module_id: str, action_space: gym.Space, *,
-                 normalize_actions: bool = True, clip_actions: bool = False):
+                 normalize_actions: bool, clip_actions: bool):
         self.module = module
         self.module_id = module_id
         self.action_space = action_space

@@ -52,4 +52,5 @@ class NormalizeAndClipActions(ConnectorV2):
         return box_actions_for_env(space, np.asarray(actions, np.float32),
                                    self.normalize_actions, self.clip_actions)
 
+
 __all__ = ["NormalizeAndClipActions"]
