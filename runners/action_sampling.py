@@ -97,7 +97,16 @@ class ActionSampler:
         logp = dist.logp(map_tree(flat, columns[Columns.ACTIONS]))
         columns[Columns.ACTION_LOGP] = logp.numpy().reshape(batch_shape)
 
-    def to_env(self, actions: Any, convert: bool = True) -> Any:
+    def env_actions(self, columns: dict[str, Any], random_actions: bool) -> Any:
+        """What the envs get for one step's ``columns``: ``actions_for_env`` if a connector
+        piece set it (popped: learners train on ``actions``), else ``actions`` converted
+        (random actions are already in the env's space)."""
+        for_env = columns.pop(Columns.ACTIONS_FOR_ENV, None)
+        if for_env is not None:
+            return self.to_env(for_env, convert=False)
+        return self.to_env(columns[Columns.ACTIONS], convert=not random_actions)
+
+    def to_env(self, actions: Any, convert: bool) -> Any:
         """Raise on actions outside a Discrete/MultiDiscrete space; Box actions scaled or
         clipped as ``normalize_actions`` / ``clip_actions`` say, unless ``convert`` is False
         (random actions, or ``actions_for_env`` a connector piece set: meant for the env as

@@ -366,7 +366,8 @@ class SingleAgentEnvRunner(EnvRunner):
         module_cols: dict[str, Any] | None = None  # Allocated after the first forward.
         pieces: list[tuple[Fragment, tuple]] = []  # With its rows' index into the buffers.
         ended: list[str] = []
-        forward, to_env, step_envs = self._forward_fn(explore), self._sampler.to_env, self.env.step
+        forward, env_actions_of, step_envs = (self._forward_fn(explore),
+                                              self._sampler.env_actions, self.env.step)
         self._explore = explore
         for t in range(T):
             if random_actions:
@@ -377,9 +378,7 @@ class SingleAgentEnvRunner(EnvRunner):
                 step_cols = self._act(forward, module_in, explore, buf.get(Columns.STATE_IN), t)
             if self.module_to_env:
                 step_cols = self._run_module_to_env(step_cols, explore)
-            for_env = step_cols.pop(Columns.ACTIONS_FOR_ENV, None)
-            env_actions, convert = (step_cols[Columns.ACTIONS], not random_actions) \
-                if for_env is None else (for_env, False)
+            env_actions = env_actions_of(step_cols, random_actions)
             if module_cols is None:
                 module_cols = map_tree(lambda v: np.empty((T, *v.shape), v.dtype), step_cols)
             elif step_cols.keys() != module_cols.keys():
@@ -389,7 +388,7 @@ class SingleAgentEnvRunner(EnvRunner):
                     "first step of this sample() call; return the same keys on every step.")
             for key, value in step_cols.items():
                 write_row(module_cols[key], t, value)
-            next_obs, final_obs, errors = step_envs(to_env(env_actions, convert), rewards[t],
+            next_obs, final_obs, errors = step_envs(env_actions, rewards[t],
                                                     terminateds[t], truncateds[t], infos[t + 1])
             if self.connector:
                 self._connector_step(t, step_cols, next_obs, final_obs, errors, buf,

@@ -188,9 +188,7 @@ class MultiAgentEnvRunner(EnvRunner):
             if Columns.STATE_IN in cols:
                 cols[Columns.OBS] = map_tree(lambda v: v[:, 0], cols[Columns.OBS])
                 next_states = stateful_output(outputs[mid], sampler.module)
-            for_env = cols.pop(Columns.ACTIONS_FOR_ENV, None)
-            env_actions = sampler.to_env(cols[Columns.ACTIONS], not random_actions) \
-                if for_env is None else sampler.to_env(for_env, convert=False)
+            env_actions = sampler.env_actions(cols, random_actions)
             self._module_steps[mid] = self._module_steps.get(mid, 0) + len(members)
             for j, (episode, agent_id) in enumerate(members):
                 if next_states is not None:

@@ -425,7 +425,6 @@ def test_normalize_and_clip_actions_reaches_env_step_and_fragments_keep_module_a
         assert Columns.ACTIONS_FOR_ENV not in f.columns
 
 
-
 class SeesModuleBatches(ConnectorV2):
     """Records the module ids and rows of each multi-agent module-to-env batch."""
 
@@ -458,7 +457,6 @@ def test_module_to_env_pieces_in_the_multi_agent_runner_get_per_module_batches()
         assert Columns.ACTIONS_FOR_ENV not in f.columns
 
 
-
 def test_normalize_actions_in_the_multi_agent_runner():
     RecordingBoxEnv.received.clear()
     specs = {"p0": RLModuleSpec(module_class=UnitBoxModule, model_config={"action": 0.5})}
@@ -467,6 +465,7 @@ def test_normalize_actions_in_the_multi_agent_runner():
         env_config={"num_agents": 1}, policy_mapping_fn=lambda aid, episode, **kw: "p0",
         normalize_actions=True, rollout_fragment_length=2)).sample()
     np.testing.assert_allclose(np.ravel(RecordingBoxEnv.received), [1.0, 1.0])
+
 
 class RecordExplore(ConnectorV2):
     seen: list = []
